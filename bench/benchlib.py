@@ -1,0 +1,111 @@
+"""Shared helpers for rtb's whole-process benchmarks (stdlib only).
+
+measure() runs a command N times and reports the median wall time and the
+peak RSS of the measured process itself (os.wait4's rusage, per child), so
+no external timer is needed. table() prints a markdown table.
+"""
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RTB = os.environ.get("RTB_BIN", os.path.join(ROOT, "target", "release", "rtb"))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+REFERENCE = os.path.join(SHARED, "reference", "resilience_toolbox.py")
+
+
+@dataclass
+class Stats:
+    median_s: float
+    max_rss_kib: int
+    runs: int
+    codes: list
+
+    @property
+    def median_ms(self):
+        return self.median_s * 1000.0
+
+
+def run_once(argv, env=None, cwd=None, stdin=None, timeout=120):
+    """Runs argv once; returns (wall seconds, peak RSS KiB, exit code)."""
+    start = time.perf_counter()
+    p = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if stdin is not None:
+        p.stdin.write(stdin)
+        p.stdin.close()
+    deadline = start + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            p.kill()
+            pid, status, ru = os.wait4(p.pid, 0)
+            break
+        time.sleep(0.0005)
+    wall = time.perf_counter() - start
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return wall, ru.ru_maxrss, p.returncode
+
+
+def measure(argv_or_fn, runs=20, warmup=2, **kw):
+    """Median wall time and peak RSS over `runs` runs. argv_or_fn may be a
+    function of the run index returning argv (for distinct paths/IDs)."""
+    get = argv_or_fn if callable(argv_or_fn) else (lambda i: argv_or_fn)
+    for i in range(warmup):
+        run_once(get(-1 - i), **kw)
+    walls, rss, codes = [], [], []
+    for i in range(runs):
+        w, r, c = run_once(get(i), **kw)
+        walls.append(w)
+        rss.append(r)
+        codes.append(c)
+    return Stats(statistics.median(walls), max(rss), runs, codes)
+
+
+def fmt_ms(s):
+    return "n/a" if s is None else f"{s * 1000:.1f} ms"
+
+
+def fmt_mib(kib):
+    return "n/a" if kib is None else f"{kib / 1024:.1f} MiB"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def table(title, header, rows, note=None):
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+    if note:
+        print(f"\n{note}")
+    sys.stdout.flush()
+
+
+def reference_python():
+    """A python with requests for the reference script, made once in a venv
+    under target/; None (with a reason) where ../shared is absent."""
+    if not os.path.exists(REFERENCE):
+        return None, f"reference column skipped: {REFERENCE} not found"
+    venv = os.path.join(ROOT, "target", "bench-venv")
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.exists(py):
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", "requests"], check=True)
+    return py, None
