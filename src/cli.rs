@@ -142,7 +142,7 @@ pub struct KillArgs {
     #[arg(short = 's', long, value_name = "SIGNAL", default_value = "TERM")]
     pub signal: String,
     /// Send KILL this long after SIGNAL if anything is still alive.
-    #[arg(short = 'k', long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    #[arg(short = 'k', long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, allow_negative_numbers = true)]
     pub kill_after: Duration,
 }
 
@@ -151,7 +151,7 @@ pub struct TimeoutArgs {
     /// The URL to GET (http or https). Use `-- CMD` instead to bound a command.
     pub url: Option<String>,
     /// The deadline for the whole request or command.
-    #[arg(short = 't', long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    #[arg(short = 't', long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, allow_negative_numbers = true)]
     pub timeout: Duration,
     #[command(flatten)]
     pub request: RequestArgs,
@@ -170,16 +170,16 @@ pub struct RetryArgs {
     #[arg(short = 'n', long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub attempts: u32,
     /// The longest one attempt may take.
-    #[arg(short = 't', long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    #[arg(short = 't', long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, allow_negative_numbers = true)]
     pub timeout: Duration,
     /// The delay before the second attempt; each later one doubles.
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration, allow_negative_numbers = true)]
     pub delay: Duration,
     /// No single delay (nor a server's Retry-After) longer than this.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, allow_negative_numbers = true)]
     pub max_delay: Duration,
     /// Budget for the whole run, sleeps included; a running attempt is cut off.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_negative_numbers = true)]
     pub max_time: Option<Duration>,
     /// Randomise delays: none, full (0..d) or equal (d/2..d).
     #[arg(long, value_enum, default_value = "none", value_name = "KIND")]
@@ -233,10 +233,10 @@ pub struct SafeArgs {
     #[arg(long, env = "RTB_STORE", value_name = "STORE", hide_env_values = true)]
     pub store: Option<String>,
     /// How long a claim lasts without renewal (renewed every third of it).
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, allow_negative_numbers = true)]
     pub lease: Duration,
     /// How long to wait for a claim held elsewhere before exiting 75.
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration, allow_negative_numbers = true)]
     pub wait: Duration,
     /// Capture CMD's stdout (up to 1 MiB) and print it again on later runs.
     #[arg(long)]

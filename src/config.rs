@@ -40,6 +40,11 @@ impl Budget {
             (a, b) => a.or(b),
         }
     }
+    /// True when this is a deadline an outer rtb handed down.
+    pub fn is_inherited(&self) -> bool {
+        self.name.contains(DEADLINE_ENV)
+    }
+
     /// This deadline as Unix time in milliseconds, for RTB_DEADLINE.
     pub fn unix_ms(&self) -> u128 {
         let left = self.at.saturating_duration_since(Instant::now());

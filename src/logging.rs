@@ -24,9 +24,18 @@ pub enum LogFormat {
     Json,
 }
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when `-q` was given: nothing but errors may reach stderr (no
+/// progress bars either).
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the stderr logger. `quiet` keeps errors only; each `verbose`
 /// step adds a level (debug, then trace).
 pub fn init(format: LogFormat, quiet: bool, verbose: u8) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
     let max = if quiet {
         Level::ERROR
     } else {

@@ -1,14 +1,25 @@
 //! Mechanism: one HTTP request under a total deadline, the body spooled so
-//! only a complete one is ever written, and the outcome classified.
+//! only a complete one is ever written, and the outcome classified. The
+//! retry loop itself is `crate::retry::retry`; this module only supplies
+//! the attempt and says what its failures mean.
 
+mod fetch;
 mod redact;
+mod spool;
 
-pub use redact::{redact_header_arg, redact_url, redact_url_str};
+pub use redact::{redact_header_arg, redact_url, redact_url_str, SECRET_HEADERS};
+
+use std::fmt;
+use std::future::Future;
+use std::time::Instant;
 
 use reqwest::header::{HeaderName, HeaderValue};
 
+use self::fetch::{fetch, FetchError};
 use crate::config::{HttpSpec, RetryConfig, TimeoutConfig};
+use crate::duration::fmt_duration;
 use crate::error::{Error, Outcome};
+use crate::retry::{retry, CodeSet, Failure, TokioSleeper, Verdict};
 
 /// Parses a `-H 'Name: value'` argument.
 ///
@@ -27,10 +38,135 @@ pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
     Ok((name, value))
 }
 
-pub async fn run_timeout(_spec: &HttpSpec, _cfg: &TimeoutConfig) -> Outcome {
-    Err(Error::Failed("URL mode is not built yet".into()))
+/// The failure already went to the log with its fields; exit 1.
+fn reported() -> Error {
+    Error::Status {
+        message: String::new(),
+        code: crate::error::code::FAILED,
+    }
 }
 
-pub async fn run_retry(_spec: &HttpSpec, _cfg: &RetryConfig) -> Outcome {
-    Err(Error::Failed("URL mode is not built yet".into()))
+/// `rtb timeout URL`: one request, one total deadline.
+pub async fn run_timeout(spec: &HttpSpec, cfg: &TimeoutConfig) -> Outcome {
+    let client = fetch::client().map_err(Error::Failed)?;
+    let url = redact_url(&spec.url);
+    let timeout = cfg.budget.at.saturating_duration_since(Instant::now());
+    if timeout.is_zero() {
+        return Err(Error::Failed(format!(
+            "Request not sent: {} has passed",
+            cfg.budget.name
+        )));
+    }
+    tracing::debug!(url = %url, timeout_ms = timeout.as_millis() as u64, "{} {url}", spec.method);
+    let start = Instant::now();
+    let result = until_signalled(fetch(&client, spec, timeout)).await?;
+    let elapsed_ms = start.elapsed().as_millis() as u64;
+    match result {
+        Ok(f) => {
+            let status = f.status.as_u16();
+            tracing::info!(url = %url, status, elapsed_ms, bytes = f.bytes, "Request succeeded: {status}");
+            Ok(crate::error::code::OK)
+        }
+        Err(FetchError::TimedOut(d)) => {
+            let said = if cfg.budget.is_inherited() {
+                format!("{} ({})", fmt_duration(d), cfg.budget.name)
+            } else {
+                fmt_duration(cfg.timeout)
+            };
+            tracing::error!(url = %url, elapsed_ms, error = "timeout",
+                "Request timed out after {said}");
+            Err(reported())
+        }
+        Err(FetchError::Status { status, .. }) => {
+            let code = status.as_u16();
+            tracing::error!(url = %url, status = code, elapsed_ms,
+                "Request failed: HTTP {code} {}", status.canonical_reason().unwrap_or(""));
+            Err(reported())
+        }
+        Err(e) => {
+            tracing::error!(url = %url, elapsed_ms, error = %e, "Request failed: {e}");
+            Err(reported())
+        }
+    }
+}
+
+/// One attempt's failure, with what it takes to judge it.
+struct HttpFailure<'a> {
+    error: FetchError,
+    spec: &'a HttpSpec,
+    retry_on: &'a CodeSet,
+}
+
+impl fmt::Display for HttpFailure<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl Failure for HttpFailure<'_> {
+    fn verdict(&self) -> Verdict {
+        self.error.verdict(self.spec, self.retry_on)
+    }
+}
+
+/// `rtb retry URL`: the shared retry loop around one request.
+pub async fn run_retry(spec: &HttpSpec, cfg: &RetryConfig) -> Outcome {
+    let client = fetch::client().map_err(Error::Failed)?;
+    let url = redact_url(&spec.url);
+    let mut sleeper = TokioSleeper::new(std::future::pending::<()>());
+    let client = &client;
+    let attempts = retry(&cfg.policy, &mut sleeper, |a| async move {
+        tracing::debug!(url = %redact_url(&spec.url), attempt = a.number,
+            timeout_ms = a.timeout.as_millis() as u64, "Attempt {}: {} {}", a.number, spec.method, redact_url(&spec.url));
+        fetch(client, spec, a.timeout)
+            .await
+            .map_err(|error| HttpFailure {
+                error,
+                spec,
+                retry_on: &cfg.retry_on,
+            })
+    });
+    match until_signalled(attempts).await? {
+        Ok(_) => Ok(crate::error::code::OK),
+        Err(gave_up) => {
+            let status = match gave_up.last_error().map(|f| &f.error) {
+                Some(FetchError::Status { status, .. }) => Some(status.as_u16()),
+                _ => None,
+            };
+            tracing::error!(url = %url, status, "{gave_up}");
+            Err(reported())
+        }
+    }
+}
+
+/// Runs `work` unless rtb gets SIGINT, SIGTERM or SIGHUP first; then the
+/// work is dropped (its temp files with it) and rtb exits 128+N.
+async fn until_signalled<T>(work: impl Future<Output = T>) -> Result<T, Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [
+        (SignalKind::interrupt(), "SIGINT", 2u8),
+        (SignalKind::terminate(), "SIGTERM", 15),
+        (SignalKind::hangup(), "SIGHUP", 1),
+    ];
+    let mut streams = Vec::new();
+    for (kind, name, num) in kinds {
+        if let Ok(s) = signal(kind) {
+            streams.push((s, name, num));
+        }
+    }
+    if streams.is_empty() {
+        return Ok(work.await);
+    }
+    let any = futures_util::future::select_all(
+        streams
+            .iter_mut()
+            .map(|(s, name, num)| Box::pin(async move { s.recv().await.map(|_| (*name, *num)) })),
+    );
+    tokio::select! {
+        r = work => Ok(r),
+        (got, _, _) = any => {
+            let (name, num) = got.unwrap_or(("a signal", 15));
+            Err(Error::Status { message: format!("Interrupted by {name}"), code: 128 + num })
+        }
+    }
 }

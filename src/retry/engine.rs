@@ -371,11 +371,13 @@ mod tests {
         }
     }
 
+    type Ran = Result<(u32, u32), GaveUp<Fail>>;
+
     fn run(
         policy: &RetryPolicy,
         sleeper: &mut FakeSleeper,
         outcomes: Vec<Result<u32, Fail>>,
-    ) -> (Result<(u32, u32), GaveUp<Fail>>, Vec<Attempt>) {
+    ) -> (Ran, Vec<Attempt>) {
         let seen = RefCell::new(vec![]);
         let outcomes = RefCell::new(outcomes.into_iter());
         let rt = tokio::runtime::Builder::new_current_thread()

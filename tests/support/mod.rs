@@ -4,5 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cmd;
+pub mod server;
 
-pub use cmd::{rtb, Output, Rtb};
+pub use cmd::rtb;
+pub use server::Server;
