@@ -1,9 +1,12 @@
 """Shared helpers for rtb's whole-process benchmarks (stdlib only).
 
 measure() runs a command N times and reports the median wall time and the
-peak RSS of the measured process itself (os.wait4's rusage, per child), so
-no external timer is needed. table() prints a markdown table.
+peak RSS of the measured process itself. The RSS comes from GNU time's %M
+when /usr/bin/time exists: a child forked from this Python process would
+carry Python's own ~20 MiB high-water mark through exec, so os.wait4's
+rusage cannot be used directly. table() prints a markdown table.
 """
+import tempfile
 import os
 import statistics
 import subprocess
@@ -29,8 +32,16 @@ class Stats:
         return self.median_s * 1000.0
 
 
+GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
+
+
 def run_once(argv, env=None, cwd=None, stdin=None, timeout=120):
     """Runs argv once; returns (wall seconds, peak RSS KiB, exit code)."""
+    rss_file = None
+    if GNU_TIME:
+        fd, rss_file = tempfile.mkstemp(prefix="rtb-bench-rss.")
+        os.close(fd)
+        argv = [GNU_TIME, "-q", "-f", "%M", "-o", rss_file] + list(argv)
     start = time.perf_counter()
     p = subprocess.Popen(
         argv,
@@ -55,7 +66,15 @@ def run_once(argv, env=None, cwd=None, stdin=None, timeout=120):
         time.sleep(0.0005)
     wall = time.perf_counter() - start
     p.returncode = os.waitstatus_to_exitcode(status)
-    return wall, ru.ru_maxrss, p.returncode
+    rss = ru.ru_maxrss
+    if rss_file:
+        try:
+            with open(rss_file) as f:
+                rss = int(f.read().strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError):
+            rss = None
+        os.unlink(rss_file)
+    return wall, rss, p.returncode
 
 
 def measure(argv_or_fn, runs=20, warmup=2, **kw):
@@ -70,7 +89,8 @@ def measure(argv_or_fn, runs=20, warmup=2, **kw):
         walls.append(w)
         rss.append(r)
         codes.append(c)
-    return Stats(statistics.median(walls), max(rss), runs, codes)
+    known = [r for r in rss if r is not None]
+    return Stats(statistics.median(walls), max(known) if known else None, runs, codes)
 
 
 def fmt_ms(s):
