@@ -173,10 +173,28 @@ fn open_dir(dir: &Path, parents: bool) -> Result<OwnedFd, Error> {
     };
     match open() {
         Err(Errno::NOENT) if parents => {
+            // The directories missing now, deepest first, to sync afterwards.
+            let missing: Vec<&Path> = dir
+                .ancestors()
+                .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+                .collect();
             std::fs::create_dir_all(dir).map_err(|e| {
                 Error::Failed(format!("cannot create parent directory {shown}: {e}"))
             })?;
             tracing::debug!(dir = %shown, "Created parent directory {shown}");
+            // A new directory's name is durable once its own parent is
+            // synced; the deepest one is synced after the file is linked.
+            for created in &missing {
+                let up = match created.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                let synced = rustix::fs::openat(CWD, up, flags, Mode::empty())
+                    .and_then(|fd| rustix::fs::fsync(&fd));
+                if let Err(e) = synced {
+                    tracing::debug!("cannot sync directory {}: {e}", up.display());
+                }
+            }
             open().map_err(fail)
         }
         r => r.map_err(fail),
