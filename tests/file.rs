@@ -157,6 +157,8 @@ fn fifty_concurrent_runs_create_exactly_once() {
 
 /// SIGKILL at random instants during a few-MB write: PATH is always absent
 /// or complete, and nothing but a hidden `.NAME.rtb-tmp.*` may be left.
+/// Pins the reference's bug: a kill during a 50 MB write left an 8 MB file
+/// that every later run accepted as "already exists".
 #[test]
 fn sigkill_at_any_instant_never_leaves_a_partial_file() {
     let dir = tempfile::tempdir().unwrap();
