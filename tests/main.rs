@@ -2,5 +2,6 @@
 //! against real things (a loopback fault-injecting server, real processes
 //! and signals, real files, real SQLite and PostgreSQL).
 
+mod file;
 mod http;
 mod support;

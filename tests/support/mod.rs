@@ -6,5 +6,5 @@
 pub mod cmd;
 pub mod server;
 
-pub use cmd::rtb;
+pub use cmd::{rtb, Output, Rtb};
 pub use server::Server;
