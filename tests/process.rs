@@ -171,6 +171,20 @@ fn kill_reaches_a_grandchild_that_outlives_the_command() {
 }
 
 #[test]
+fn a_stopped_command_is_continued_so_it_gets_the_signal() {
+    let mut r = sh(
+        &["timeout", "--timeout", "1", "--kill-after", "30"],
+        "echo $$ > pids; trap 'exit 0' TERM; kill -STOP $$; sleep 100",
+    );
+    let groups = Groups::in_file(r.path("pids"));
+    r.run()
+        .code(124)
+        .stderr_lacks("SIGKILL")
+        .took(secs(0.9), secs(10.0));
+    groups.assert_gone();
+}
+
+#[test]
 fn the_signal_can_be_chosen() {
     // Only INT ends this command at once; with TERM it would last until KILL.
     let mut r = sh(

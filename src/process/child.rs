@@ -221,7 +221,7 @@ impl Child {
                     Phase::Running => {
                         self.timed_out = true;
                         tracing::debug!(pid = self.pid, "deadline: sending {}", signal_name(signal));
-                        self.signal_group(signal);
+                        signals::signal_group_and_continue(self.pid, signal);
                         self.phase = if signal == SIGKILL {
                             Phase::Killed
                         } else {
@@ -251,7 +251,7 @@ impl Child {
             "Received {}: forwarding it to the command",
             signal_name(sig)
         );
-        self.signal_group(sig);
+        signals::signal_group_and_continue(self.pid, sig);
         self.interrupted.get_or_insert(sig);
     }
 

@@ -15,6 +15,7 @@ pub const SIGHUP: i32 = 1;
 pub const SIGINT: i32 = 2;
 pub const SIGKILL: i32 = 9;
 pub const SIGTERM: i32 = 15;
+pub const SIGCONT: i32 = 18;
 
 /// rtb's listeners for SIGINT, SIGTERM and SIGHUP.
 pub struct Interrupts {
@@ -109,12 +110,51 @@ pub fn signal_group(pgid: u32, sig: i32) {
     }
 }
 
-/// True while any process (zombies included) is left in group `pgid`.
+/// True while a live process is left in group `pgid`. A zombie does not
+/// count: an orphan whose new parent never reaps it must not hold rtb up.
 pub fn group_alive(pgid: u32) -> bool {
-    i32::try_from(pgid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .is_some_and(|pid| test_kill_process_group(pid).is_ok())
+    let Some(pid) = i32::try_from(pgid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    if test_kill_process_group(pid).is_err() {
+        return false;
+    }
+    // Something is in the group; /proc says whether it is more than a
+    // zombie. Without /proc, trust kill(2).
+    live_member_in_proc(pgid).unwrap_or(true)
+}
+
+/// Whether /proc lists a process of group `pgid` that is not a zombie;
+/// `None` when /proc cannot be read.
+fn live_member_in_proc(pgid: u32) -> Option<bool> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    let pgid = pgid.to_string();
+    Some(dir.filter_map(Result::ok).any(|e| {
+        let name = e.file_name();
+        let Some(n) = name.to_str() else { return false };
+        if !n.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // "pid (comm) state ppid pgrp ..."; comm may hold spaces and ')'.
+        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+            return false;
+        };
+        let mut f = rest.split_whitespace();
+        let (state, _ppid, pgrp) = (f.next(), f.next(), f.next());
+        pgrp == Some(pgid.as_str()) && !matches!(state, Some("Z" | "X"))
+    }))
+}
+
+/// Sends `sig`, then CONT (as GNU timeout does), so a stopped process
+/// receives it too.
+pub fn signal_group_and_continue(pgid: u32, sig: i32) {
+    signal_group(pgid, sig);
+    if sig != SIGKILL && sig != SIGCONT {
+        signal_group(pgid, SIGCONT);
+    }
 }
 
 /// True when rtb can send this signal number (the named ones, not the
