@@ -298,6 +298,88 @@ mod tests {
         assert_eq!(code_of(spawn_error("x", &io(12))), 125);
     }
 
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn argv(script: &str) -> Vec<OsString> {
+        ["sh", "-c", script].map(OsString::from).to_vec()
+    }
+
+    /// Polls `wait` inside select! beside a fast timer, as the guard does
+    /// beside its lease renewal, dropping it up to `max` times.
+    async fn wait_with_cancels(
+        child: &mut Child,
+        deadline: Option<Instant>,
+        max: u32,
+    ) -> (Ended, u32) {
+        for cancels in 0..max {
+            tokio::select! {
+                r = child.wait(deadline, 15, Duration::from_secs(5)) => return (r.unwrap(), cancels),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        panic!("the command did not end within {max} polls");
+    }
+
+    #[test]
+    fn wait_survives_being_cancelled() {
+        rt().block_on(async {
+            let a = argv("sleep 0.3; exit 5");
+            let mut child = spawn(Spawn {
+                argv: &a,
+                env: vec![],
+                capture_stdout: false,
+            })
+            .unwrap();
+            let (ended, cancels) = wait_with_cancels(&mut child, None, 500).await;
+            assert_eq!(ended.kind, EndKind::Exited(5));
+            assert!(cancels >= 3, "{cancels}");
+            // Called again after the end: the same result.
+            let again = child.wait(None, 15, Duration::ZERO).await.unwrap();
+            assert_eq!(again, ended);
+        });
+    }
+
+    #[test]
+    fn a_deadline_fires_though_wait_is_cancelled() {
+        rt().block_on(async {
+            let a = argv("sleep 30");
+            let mut child = spawn(Spawn {
+                argv: &a,
+                env: vec![],
+                capture_stdout: false,
+            })
+            .unwrap();
+            let deadline = Instant::now() + Duration::from_millis(200);
+            let (ended, _) = wait_with_cancels(&mut child, Some(deadline), 1000).await;
+            assert_eq!(ended.kind, EndKind::TimedOut);
+            assert_eq!(ended.exit_code(), 124);
+        });
+    }
+
+    #[test]
+    fn captured_stdout_is_readable() {
+        use tokio::io::AsyncReadExt;
+        rt().block_on(async {
+            let a = argv("echo \"$RTB_TEST_VALUE\"");
+            let mut child = spawn(Spawn {
+                argv: &a,
+                env: vec![("RTB_TEST_VALUE".into(), "hello".into())],
+                capture_stdout: true,
+            })
+            .unwrap();
+            let mut out = child.take_stdout().unwrap();
+            let ended = child.wait(None, 15, Duration::ZERO).await.unwrap();
+            let mut s = String::new();
+            out.read_to_string(&mut s).await.unwrap();
+            assert_eq!((ended.kind, s.as_str()), (EndKind::Exited(0), "hello\n"));
+        });
+    }
+
     fn libc_enoent() -> i32 {
         rustix::io::Errno::NOENT.raw_os_error()
     }
