@@ -538,3 +538,20 @@ fn a_signal_during_an_attempt_is_forwarded_and_ends_the_loop() {
     )
     .stderr_has("not retrying: rtb received SIGINT");
 }
+
+#[test]
+fn a_url_and_a_command_together_or_neither_is_a_usage_error() {
+    rtb()
+        .args(["timeout", "http://127.0.0.1:9/", "--", "true"])
+        .run()
+        .code(2)
+        .stderr_has("not both")
+        .clean_failure();
+    rtb().args(["retry"]).run().code(2).clean_failure();
+    rtb()
+        .args(["retry", "--header", "A: b", "--", "true"])
+        .run()
+        .code(2)
+        .stderr_has("--header applies to URL mode only")
+        .clean_failure();
+}
