@@ -4,4 +4,5 @@
 
 mod file;
 mod http;
+mod process;
 mod support;

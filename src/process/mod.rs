@@ -1,8 +1,46 @@
 //! Mechanism: run a command in its own process group under a deadline,
-//! forward signals, and map its status to an exit code.
+//! forward signals, and map its status to an exit code (GNU timeout's
+//! conventions: 124 timed out, 125 rtb failed, 126 cannot execute, 127 not
+//! found, 128+N killed by signal N).
+//!
+//! The spawn/wait API, for every command that runs a command (`rtb timeout`,
+//! `rtb retry`, `rtb safe ID -- CMD`):
+//!
+//! ```no_run
+//! # async fn f(argv: Vec<std::ffi::OsString>) -> Result<u8, rtb::error::Error> {
+//! use std::time::{Duration, Instant};
+//! use rtb::process::{spawn, Spawn, EndKind};
+//! let mut child = spawn(Spawn { argv: &argv, env: vec![], capture_stdout: false })?;
+//! let deadline = Instant::now() + Duration::from_secs(10);
+//! // Cancel-safe: poll it inside tokio::select! beside a timer, and call it again.
+//! let ended = child.wait(Some(deadline), 15, Duration::from_secs(5)).await?;
+//! if ended.kind == EndKind::TimedOut { /* the group got TERM, then KILL */ }
+//! Ok(ended.exit_code())
+//! # }
+//! ```
+//!
+//! - [`spawn`] installs rtb's SIGINT/SIGTERM/SIGHUP listeners first, then
+//!   starts the command in a new process group (stdin/stderr inherited,
+//!   stdout inherited or piped for [`Child::take_stdout`]). Errors: exit 127
+//!   "command not found: X", 126 "cannot execute X: ...", 125 otherwise.
+//! - [`Child::wait`] waits on the process (never on EOF of its pipes). At
+//!   the deadline it sends the signal to the group, then KILL `kill_after`
+//!   later if anything in the group is still alive, and returns
+//!   [`EndKind::TimedOut`]. A signal rtb receives meanwhile is forwarded to
+//!   the group and recorded in [`Ended::interrupted`]; waiting goes on.
+//! - [`Child::signal_group`] signals the whole group (KILL on a lost lease).
+//! - [`Ended::exit_code`]: the status, 128+N, or 124.
+//!
+//! It does not decide what is worth retrying (that is `retry`'s policy),
+//! and never runs a shell.
 
-use crate::config::{CommandSpec, RetryConfig, TimeoutConfig};
-use crate::error::{Error, Outcome};
+mod child;
+mod run;
+mod signals;
+
+pub use child::{spawn, Child, EndKind, Ended, Spawn};
+pub use run::{run_retry, run_timeout};
+pub use signals::{signal_group, signal_name, Interrupts};
 
 /// Parses a signal name (`TERM`, `SIGTERM`, `term`) or number (`15`).
 ///
@@ -11,10 +49,15 @@ use crate::error::{Error, Outcome};
 pub fn parse_signal(text: &str) -> Result<i32, String> {
     let t = text.trim();
     if let Ok(n) = t.parse::<i32>() {
-        return if (1..=64).contains(&n) {
+        if !(1..=64).contains(&n) {
+            return Err("signal numbers go from 1 to 64".into());
+        }
+        return if signals::sendable(n) {
             Ok(n)
         } else {
-            Err("signal numbers go from 1 to 64".into())
+            Err(format!(
+                "signal {n} is not one rtb can send (real-time signals are not supported)"
+            ))
         };
     }
     let upper = t.to_ascii_uppercase();
@@ -35,12 +78,4 @@ pub fn parse_signal(text: &str) -> Result<i32, String> {
         }
     };
     Ok(n)
-}
-
-pub async fn run_timeout(_spec: &CommandSpec, _cfg: &TimeoutConfig) -> Outcome {
-    Err(Error::Failed("command mode is not built yet".into()))
-}
-
-pub async fn run_retry(_spec: &CommandSpec, _cfg: &RetryConfig) -> Outcome {
-    Err(Error::Failed("command mode is not built yet".into()))
 }
