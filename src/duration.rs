@@ -95,4 +95,41 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_millis(1234)), "1.234s");
         assert_eq!(fmt_duration(Duration::from_secs(30)), "30s");
     }
+
+    // Case counts come from proptest's default config, which honours
+    // PROPTEST_CASES (scripts/fuzz runs 100,000 per parser).
+    proptest::proptest! {
+        #[test]
+        fn never_panics(text in ".*") {
+            let _ = parse_duration(&text);
+        }
+
+        #[test]
+        fn never_panics_on_number_like_text(text in "[-+ ]?[0-9.]{0,40}(ns|us|ms|s|m|h|d|w|y|e[0-9]+)?") {
+            if let Ok(d) = parse_duration(&text) {
+                proptest::prop_assert!(!d.is_zero() && d <= MAX);
+            }
+        }
+
+        #[test]
+        fn accepted_values_are_in_bounds(text in "[0-9]{1,12}(\\.[0-9]{1,9})?(ns|us|ms|s|m|h|d)?") {
+            if let Ok(d) = parse_duration(&text) {
+                proptest::prop_assert!(!d.is_zero() && d <= MAX, "{text:?} gave {d:?}");
+            }
+        }
+
+        #[test]
+        fn whole_units_round_trip(n in 1u64..=MAX.as_secs()) {
+            let d = Duration::from_secs(n);
+            proptest::prop_assert_eq!(parse_duration(&n.to_string()), Ok(d));
+            proptest::prop_assert_eq!(parse_duration(&format!("{n}s")), Ok(d));
+            proptest::prop_assert_eq!(parse_duration(&format!(" {}ms ", n * 1000)), Ok(d));
+        }
+
+        #[test]
+        fn printed_durations_parse_back(ms in 1u64..=MAX.as_millis() as u64) {
+            let d = Duration::from_millis(ms);
+            proptest::prop_assert_eq!(parse_duration(&fmt_duration(d)), Ok(d), "{}", fmt_duration(d));
+        }
+    }
 }

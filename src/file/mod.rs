@@ -247,4 +247,27 @@ mod tests {
             assert!(parse_mode(bad).is_err(), "{bad}");
         }
     }
+
+    // Case counts come from proptest's default config, which honours
+    // PROPTEST_CASES (scripts/fuzz runs 100,000 per parser).
+    proptest::proptest! {
+        #[test]
+        fn parse_mode_never_panics(text in ".*") {
+            let _ = parse_mode(&text);
+        }
+
+        #[test]
+        fn parse_mode_accepts_only_permission_bits(text in "(0o)?[0-9]{0,7}") {
+            if let Ok(m) = parse_mode(&text) {
+                proptest::prop_assert!(m <= 0o7777, "{text:?} gave {m:o}");
+            }
+        }
+
+        #[test]
+        fn parse_mode_round_trips(m in 0u32..=0o7777, pad in " {0,2}") {
+            for text in [format!("{m:o}"), format!("{m:04o}"), format!("0{m:o}"), format!("0o{m:o}")] {
+                proptest::prop_assert_eq!(parse_mode(&format!("{pad}{text}{pad}")), Ok(m), "{}", text);
+            }
+        }
+    }
 }

@@ -170,3 +170,54 @@ async fn until_signalled<T>(work: impl Future<Output = T>) -> Result<T, Error> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn headers() {
+        let (n, v) = parse_header("X-Trace:  abc ").unwrap();
+        assert_eq!((n.as_str(), v.to_str().unwrap()), ("x-trace", "abc"));
+        let (n, v) = parse_header("Accept:").unwrap();
+        assert_eq!((n.as_str(), v.to_str().unwrap()), ("accept", ""));
+        for bad in [
+            "",
+            "Accept",
+            ": x",
+            " : x",
+            "Bad Name: x",
+            "X:\u{7}",
+            "X: a\r\nY: b",
+        ] {
+            assert!(parse_header(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    // Case counts come from proptest's default config, which honours
+    // PROPTEST_CASES (scripts/fuzz runs 100,000 per parser).
+    proptest! {
+        #[test]
+        fn never_panics(text in ".*") {
+            let _ = parse_header(&text);
+            let _ = redact_header_arg(&text);
+        }
+
+        #[test]
+        fn never_panics_on_header_like_text(text in "[ -~\t\r\n\u{80}-\u{10ffff}]{0,8}:[ -~\t\r\n\u{80}-\u{10ffff}]{0,12}") {
+            let _ = parse_header(&text);
+        }
+
+        #[test]
+        fn round_trips(
+            name in "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,30}",
+            value in "[!-~]([ -~]{0,40}[!-~])?",
+            pad in "[ \t]{0,2}",
+        ) {
+            let (n, v) = parse_header(&format!("{pad}{name}{pad}:{pad}{value}{pad}")).unwrap();
+            prop_assert_eq!(n.as_str(), name.to_ascii_lowercase());
+            prop_assert_eq!(v.to_str().unwrap(), value);
+        }
+    }
+}

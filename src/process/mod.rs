@@ -79,3 +79,67 @@ pub fn parse_signal(text: &str) -> Result<i32, String> {
     };
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMED: [(&str, i32); 8] = [
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("USR2", 12),
+        ("ALRM", 14),
+        ("TERM", 15),
+    ];
+
+    #[test]
+    fn names_and_numbers() {
+        assert_eq!(parse_signal("TERM"), Ok(15));
+        assert_eq!(parse_signal(" sigkill "), Ok(9));
+        assert_eq!(parse_signal("2"), Ok(2));
+        for bad in ["", "SIG", "TERMX", "0", "65", "-15", "99999999999", "+"] {
+            assert!(parse_signal(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    // Case counts come from proptest's default config, which honours
+    // PROPTEST_CASES (scripts/fuzz runs 100,000 per parser).
+    proptest! {
+        #[test]
+        fn never_panics(text in ".*") {
+            let _ = parse_signal(&text);
+        }
+
+        #[test]
+        fn numbers_are_checked_not_trusted(n: i64) {
+            match parse_signal(&n.to_string()) {
+                Ok(got) => prop_assert!((1..=64).contains(&n) && i64::from(got) == n),
+                Err(_) => prop_assert!(!(1..=64).contains(&n) || !signals::sendable(n as i32)),
+            }
+        }
+
+        #[test]
+        fn names_round_trip(
+            i in 0usize..NAMED.len(),
+            sig in proptest::bool::ANY,
+            upper in proptest::collection::vec(proptest::bool::ANY, 7),
+            pad in " {0,2}",
+        ) {
+            let (name, n) = NAMED[i];
+            let full = if sig { format!("SIG{name}") } else { name.to_string() };
+            let cased: String = full
+                .chars()
+                .zip(upper.into_iter().chain(std::iter::repeat(true)))
+                .map(|(c, up)| if up { c } else { c.to_ascii_lowercase() })
+                .collect();
+            prop_assert_eq!(parse_signal(&format!("{pad}{cased}{pad}")), Ok(n));
+            // What rtb prints for a signal, it reads back.
+            prop_assert_eq!(parse_signal(&signal_name(n)), Ok(n));
+            prop_assert_eq!(parse_signal(&n.to_string()), Ok(n));
+        }
+    }
+}

@@ -184,10 +184,70 @@ mod tests {
         }
 
         #[test]
+        fn never_panics_on_list_like_text(text in "[0-9, -]{0,30}") {
+            for set in [parse_status_list(&text), parse_exit_list(&text)].into_iter().flatten() {
+                prop_assert!(set.iter().next().is_some(), "{text:?} gave an empty set");
+            }
+        }
+
+        #[test]
         fn round_trips(codes in proptest::collection::btree_set(405u16..600, 1..10)) {
             let text = codes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
             let set = parse_status_list(&text).unwrap();
             prop_assert_eq!(set.iter().collect::<Vec<_>>(), codes.into_iter().collect::<Vec<_>>());
         }
+
+        #[test]
+        fn printed_sets_parse_back(
+            statuses in proptest::collection::btree_set(400u16..600, 1..40),
+            exits in proptest::collection::btree_set(1u16..256, 1..40),
+        ) {
+            let statuses: Vec<u16> = statuses.into_iter().filter(|c| !NEVER_STATUS.contains(c)).collect();
+            let exits: Vec<u16> = exits.into_iter().filter(|c| !NEVER_EXIT.contains(c)).collect();
+            if !statuses.is_empty() {
+                let set = parse_status_list(&as_ranges(&statuses)).unwrap();
+                prop_assert_eq!(set.iter().collect::<Vec<_>>(), statuses);
+            }
+            if !exits.is_empty() {
+                let set = parse_exit_list(&as_ranges(&exits)).unwrap();
+                prop_assert_eq!(set.iter().collect::<Vec<_>>(), exits);
+            }
+        }
+
+        #[test]
+        fn never_retryable_codes_are_always_refused(
+            lo in 1u16..600, len in 0u16..50, never in 0usize..4,
+        ) {
+            let hi = lo.saturating_add(len);
+            let s = NEVER_STATUS[never];
+            if lo <= s && s <= hi {
+                let range = format!("{lo}-{hi}");
+                prop_assert!(parse_status_list(&range).is_err(), "{} accepted", range);
+            }
+            let e = NEVER_EXIT[never % 2];
+            if lo <= e && e <= hi {
+                let range = format!("{lo}-{hi}");
+                prop_assert!(parse_exit_list(&range).is_err(), "{} accepted", range);
+            }
+        }
+    }
+
+    /// Ascending codes as the shortest list of `a` and `a-b` items.
+    fn as_ranges(codes: &[u16]) -> String {
+        let mut items = Vec::new();
+        let mut i = 0;
+        while i < codes.len() {
+            let mut j = i;
+            while j + 1 < codes.len() && codes[j + 1] == codes[j] + 1 {
+                j += 1;
+            }
+            items.push(if i == j {
+                codes[i].to_string()
+            } else {
+                format!("{} - {}", codes[i], codes[j])
+            });
+            i = j + 1;
+        }
+        items.join(", ")
     }
 }

@@ -58,6 +58,17 @@ mod tests {
         }
 
         #[test]
+        fn never_panics_on_date_like_text(text in "[A-Za-z]{0,4},? ?[0-9]{0,3} [A-Za-z]{0,4} [0-9]{0,5} [0-9:]{0,9} ?[A-Z]{0,4}") {
+            let _ = parse_retry_after(&text, SystemTime::now());
+        }
+
+        #[test]
+        fn delta_seconds_round_trip(secs: u64, pad in " {0,3}") {
+            let text = format!("{pad}{secs}{pad}");
+            prop_assert_eq!(parse_retry_after(&text, SystemTime::now()), Some(Duration::from_secs(secs)));
+        }
+
+        #[test]
         fn round_trips_dates(secs in 0u64..4_000_000_000) {
             let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
             let now = SystemTime::UNIX_EPOCH;
