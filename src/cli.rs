@@ -4,10 +4,12 @@
 //! names the flag in its error; rules that tie flags together live in
 //! `config`, which turns these into ready-to-use settings.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::duration::parse_duration;
@@ -34,6 +36,8 @@ by signal N.";
 #[derive(Debug, Parser)]
 #[command(name = "rtb", version, about = ABOUT, after_help = EXAMPLES)]
 #[command(propagate_version = true, max_term_width = 100)]
+// `rtb` alone is a usage error like any other: a short one, not the help.
+#[command(arg_required_else_help = false)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -122,13 +126,13 @@ Examples:
 #[derive(Debug, Args, Clone, Default)]
 pub struct RequestArgs {
     /// HTTP method (URL mode).
-    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    #[arg(short = 'X', long = "request", value_name = "METHOD", value_parser = Utf8)]
     pub method: Option<String>,
     /// Extra request header 'Name: value' (repeatable; URL mode).
-    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = Utf8)]
     pub headers: Vec<String>,
     /// Request body, or @FILE to read it from a file (URL mode).
-    #[arg(short = 'd', long = "data", value_name = "DATA")]
+    #[arg(short = 'd', long = "data", value_name = "DATA", value_parser = Utf8)]
     pub data: Option<String>,
     /// Write the body to FILE (atomically) instead of stdout (URL mode).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
@@ -139,19 +143,20 @@ pub struct RequestArgs {
 #[derive(Debug, Args, Clone)]
 pub struct KillArgs {
     /// Signal sent to the command's process group at the deadline (name or number).
-    #[arg(short = 's', long, value_name = "SIGNAL", default_value = "TERM")]
+    #[arg(short = 's', long, value_name = "SIGNAL", default_value = "TERM", value_parser = Utf8)]
     pub signal: String,
     /// Send KILL this long after SIGNAL if anything is still alive.
-    #[arg(short = 'k', long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[arg(short = 'k', long, value_name = "DUR", default_value = "5s", value_parser = duration(), allow_negative_numbers = true)]
     pub kill_after: Duration,
 }
 
 #[derive(Debug, Args)]
 pub struct TimeoutArgs {
     /// The URL to GET (http or https). Use `-- CMD` instead to bound a command.
+    #[arg(value_parser = Utf8)]
     pub url: Option<String>,
     /// The deadline for the whole request or command.
-    #[arg(short = 't', long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[arg(short = 't', long, value_name = "DUR", default_value = "5s", value_parser = duration(), allow_negative_numbers = true)]
     pub timeout: Duration,
     #[command(flatten)]
     pub request: RequestArgs,
@@ -165,33 +170,34 @@ pub struct TimeoutArgs {
 #[derive(Debug, Args)]
 pub struct RetryArgs {
     /// The URL to fetch (http or https). Use `-- CMD` instead to retry a command.
+    #[arg(value_parser = Utf8)]
     pub url: Option<String>,
     /// Attempts in all, the first included.
-    #[arg(short = 'n', long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000), allow_negative_numbers = true)]
     pub attempts: u32,
     /// The longest one attempt may take.
-    #[arg(short = 't', long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[arg(short = 't', long, value_name = "DUR", default_value = "5s", value_parser = duration(), allow_negative_numbers = true)]
     pub timeout: Duration,
     /// The delay before the second attempt; each later one doubles.
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = duration(), allow_negative_numbers = true)]
     pub delay: Duration,
     /// No single delay (nor a server's Retry-After) longer than this.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration(), allow_negative_numbers = true)]
     pub max_delay: Duration,
     /// Budget for the whole run, sleeps included; a running attempt is cut off.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[arg(long, value_name = "DUR", value_parser = duration(), allow_negative_numbers = true)]
     pub max_time: Option<Duration>,
     /// Randomise delays: none, full (0..d) or equal (d/2..d).
     #[arg(long, value_enum, default_value = "none", value_name = "KIND")]
     pub jitter: Jitter,
     /// HTTP statuses to retry (URL mode); 400, 401, 403 and 404 never are.
-    #[arg(long, value_name = "LIST", default_value = "429,500,502,503,504", value_parser = parse_status_list)]
+    #[arg(long, value_name = "LIST", default_value = "429,500,502,503,504", value_parser = Utf8.try_map(|s| parse_status_list(&s)))]
     pub retry_on: CodeSet,
     /// Exit statuses to retry (command mode; default: any non-zero but 126, 127).
-    #[arg(long, value_name = "LIST", value_parser = parse_exit_list)]
+    #[arg(long, value_name = "LIST", value_parser = Utf8.try_map(|s| parse_exit_list(&s)))]
     pub retry_on_exit: Option<CodeSet>,
     /// Sent as `Idempotency-Key: KEY` on every attempt; makes retrying POST/PATCH safe.
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", value_parser = Utf8)]
     pub idempotency_key: Option<String>,
     #[command(flatten)]
     pub request: RequestArgs,
@@ -207,13 +213,13 @@ pub struct FileArgs {
     /// The file to create.
     pub path: PathBuf,
     /// The content to write [default: "Hello World", as the reference].
-    #[arg(short, long, value_name = "TEXT", conflicts_with = "from")]
+    #[arg(short, long, value_name = "TEXT", conflicts_with = "from", value_parser = Utf8)]
     pub content: Option<String>,
     /// Read the content from FILE, or from stdin with `-`.
     #[arg(short, long, value_name = "FILE")]
     pub from: Option<PathBuf>,
     /// Permission bits in octal [default: 0666 less the umask].
-    #[arg(short, long, value_name = "OCTAL")]
+    #[arg(short, long, value_name = "OCTAL", value_parser = Utf8)]
     pub mode: Option<String>,
     /// Create missing parent directories.
     #[arg(short, long)]
@@ -226,17 +232,17 @@ pub struct FileArgs {
 #[derive(Debug, Args)]
 pub struct SafeArgs {
     /// The ID to do at most once (1-256 bytes of printable UTF-8).
-    #[arg(required_unless_present_any = ["list", "show", "forget"])]
+    #[arg(required_unless_present_any = ["list", "show", "forget"], value_parser = Utf8)]
     pub id: Option<String>,
     /// The guard's store: a path, sqlite:PATH, or a postgres:// URL
     /// [default: $XDG_STATE_HOME/rtb/guard.db].
-    #[arg(long, env = "RTB_STORE", value_name = "STORE", hide_env_values = true)]
+    #[arg(long, env = "RTB_STORE", value_name = "STORE", hide_env_values = true, value_parser = Utf8)]
     pub store: Option<String>,
     /// How long a claim lasts without renewal (renewed every third of it).
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration(), allow_negative_numbers = true)]
     pub lease: Duration,
     /// How long to wait for a claim held elsewhere before exiting 75.
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = duration(), allow_negative_numbers = true)]
     pub wait: Duration,
     /// Capture CMD's stdout (up to 1 MiB) and print it again on later runs.
     #[arg(long)]
@@ -251,12 +257,44 @@ pub struct SafeArgs {
     #[arg(long)]
     pub json: bool,
     /// Show one ID's record.
-    #[arg(long, value_name = "ID", conflicts_with = "forget")]
+    #[arg(long, value_name = "ID", conflicts_with = "forget", value_parser = Utf8)]
     pub show: Option<String>,
     /// Delete one ID's record, so it can be done again.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = Utf8)]
     pub forget: Option<String>,
     /// The command to run at most once, after `--` (no shell).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// clap's text parser, except that a value that is not UTF-8 is named in
+/// the error (lossily, secrets hidden) rather than reported anonymously as
+/// "invalid UTF-8 was detected in one or more arguments".
+#[derive(Debug, Clone, Copy)]
+pub struct Utf8;
+
+impl TypedValueParser for Utf8 {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<String, clap::Error> {
+        value.to_str().map(str::to_owned).ok_or_else(|| {
+            let lossy = value.to_string_lossy();
+            let shown = crate::http::redact_url_str(&crate::http::redact_header_arg(&lossy));
+            let flag = arg.map_or_else(|| "argument".into(), ToString::to_string);
+            cmd.clone().error(
+                ErrorKind::InvalidUtf8,
+                format!("invalid value '{shown}' for '{flag}': not valid UTF-8"),
+            )
+        })
+    }
+}
+
+/// A duration flag's parser: [`parse_duration`] behind [`Utf8`].
+fn duration() -> impl TypedValueParser<Value = Duration> {
+    Utf8.try_map(|s| parse_duration(&s))
 }
