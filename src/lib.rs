@@ -36,14 +36,14 @@ where
 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version are not errors; everything else is exit 2.
+        // --help and --version are not errors; everything else is exit 2.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                code::USAGE
-            } else {
-                code::OK
-            });
+            return ExitCode::from(code::OK);
+        }
+        Err(e) => {
+            print_usage_error(&e);
+            return ExitCode::from(code::USAGE);
         }
     };
     logging::init(cli.global.log_format, cli.global.quiet, cli.global.verbose);
@@ -104,6 +104,29 @@ async fn dispatch(cli: Cli) -> Outcome {
             Ok(code::OK)
         }
     }
+}
+
+/// Prints clap's error without its blank lines: an unknown flag with its
+/// tip and usage line stays four short lines instead of seven.
+fn print_usage_error(e: &clap::Error) {
+    use std::io::{IsTerminal, Write};
+    let styled = e.render();
+    let plain = styled.to_string();
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let shown = if color {
+        styled.ansi().to_string()
+    } else {
+        plain.clone()
+    };
+    // Escape codes hold no newlines: the two renderings' lines pair up.
+    let mut out = String::new();
+    for (p, s) in plain.lines().zip(shown.lines()) {
+        if !p.trim().is_empty() {
+            out.push_str(s);
+            out.push('\n');
+        }
+    }
+    let _ = std::io::stderr().lock().write_all(out.as_bytes());
 }
 
 /// Writes to stdout; a closed pipe (`rtb ... | head`) is not an error.
