@@ -213,6 +213,15 @@ fn http_spec(
         None if body.is_some() => Method::POST,
         None => Method::GET,
     };
+    // Known before any request is sent: a POST must not be made only for
+    // its answer to have nowhere to go.
+    if let Some(out) = request.output.as_deref().filter(|p| p.is_dir()) {
+        return Err(Error::invalid(
+            "--output",
+            out.display(),
+            "is a directory; give a file path",
+        ));
+    }
     let mut headers = HeaderMap::new();
     for h in &request.headers {
         let (name, value) = crate::http::parse_header(h)
