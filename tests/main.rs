@@ -2,6 +2,7 @@
 //! against real things (a loopback fault-injecting server, real processes
 //! and signals, real files, real SQLite and PostgreSQL).
 
+mod cli;
 mod file;
 mod http;
 mod process;

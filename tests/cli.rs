@@ -1,0 +1,253 @@
+//! The CLI sweep: every bad invocation a person or a script can give rtb
+//! gets a short answer that names the bad value, exit 2 (usage) or 1
+//! (failure), never a panic, and leaves nothing behind. Also: secrets stay
+//! out of every log line, and completions, man page, --help, --version and
+//! the environment settings.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::support::{rtb, Output};
+
+/// A loopback port with nothing listening on it.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Everything in `dir`, recursively, as sorted relative paths.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Bytes that are not UTF-8, as one argument.
+fn not_utf8(prefix: &str) -> OsString {
+    let mut v = prefix.as_bytes().to_vec();
+    v.extend_from_slice(b"\xff\xfe");
+    OsStr::from_bytes(&v).to_os_string()
+}
+
+/// One bad invocation: what it gets, what stderr must name, and what to
+/// make in its dir first ("dir/" makes a directory).
+struct Bad {
+    args: Vec<OsString>,
+    env: Vec<(&'static str, &'static str)>,
+    setup: Option<&'static str>,
+    code: i32,
+    names: String,
+}
+
+fn bad(code: i32, names: &str, args: &[&str]) -> Bad {
+    Bad {
+        args: args.iter().map(OsString::from).collect(),
+        env: vec![],
+        setup: None,
+        code,
+        names: names.into(),
+    }
+}
+
+impl Bad {
+    fn env(mut self, k: &'static str, v: &'static str) -> Self {
+        self.env.push((k, v));
+        self
+    }
+    fn setup(mut self, what: &'static str) -> Self {
+        self.setup = Some(what);
+        self
+    }
+    fn arg(mut self, a: OsString) -> Self {
+        self.args.push(a);
+        self
+    }
+}
+
+/// Runs one case and checks the shape of its answer.
+fn check(case: &Bad) -> Output {
+    let mut cmd = rtb();
+    if let Some(what) = case.setup {
+        match what.strip_suffix('/') {
+            Some(d) => std::fs::create_dir(cmd.path(d)).unwrap(),
+            None => std::fs::write(cmd.path(what), "x").unwrap(),
+        }
+    }
+    let before = tree(cmd.dir());
+    for (k, v) in &case.env {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(&case.args).run();
+    out.code(case.code)
+        .clean_failure()
+        .stderr_has(&case.names)
+        .stderr_lacks("backtrace");
+    assert!(
+        !out.stderr.trim().is_empty(),
+        "silent failure: {}",
+        out.cmdline
+    );
+    let after = tree(cmd.dir());
+    assert_eq!(before, after, "left something behind: {}", out.cmdline);
+    out
+}
+
+#[test]
+fn bad_invocations_get_a_short_answer_naming_the_value() {
+    let dead = format!("http://127.0.0.1:{}/", closed_port());
+    let u = dead.as_str();
+    // `touch ran` as the command: had any case started it, `ran` would be
+    // left behind and the tree check would fail.
+    let cmd = ["--", "touch", "ran"];
+    let with_cmd = |code: i32, names: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(cmd);
+        bad(code, names, &all)
+    };
+    let long_id = "x".repeat(257);
+    let cases = vec![
+        // ---- global
+        bad(2, "subcommand", &[]),
+        bad(2, "'bogus'", &["bogus"]),
+        bad(2, "'--bogus'", &["--bogus", "timeout", u]),
+        bad(2, "'xml'", &["--log-format", "xml", "timeout", u]),
+        bad(2, "'xml'", &["timeout", u]).env("RTB_LOG_FORMAT", "xml"),
+        bad(2, "'tcsh'", &["completions", "tcsh"]),
+        bad(2, "<SHELL>", &["completions"]),
+        bad(2, "'extra'", &["man", "extra"]),
+        // ---- timeout, URL mode
+        bad(2, "URL", &["timeout"]),
+        bad(2, "'--timeout", &["timeout", "--timeout"]),
+        bad(2, "'5x'", &["timeout", "--timeout", "5x", u]),
+        bad(2, "'0'", &["timeout", "--timeout", "0", u]),
+        bad(2, "'-1'", &["timeout", "--timeout", "-1", u]),
+        bad(
+            2,
+            "'99999999999999999999'",
+            &["timeout", "-t", "99999999999999999999", u],
+        ),
+        bad(2, "'1e400'", &["timeout", "-t", "1e400", u]),
+        bad(2, "'nan'", &["timeout", "-t", "nan", u]),
+        bad(2, "'--timeout", &["timeout", "-t", "1", "-t", "2", u]),
+        bad(2, "'--bogus'", &["timeout", "--bogus", u]),
+        bad(2, "not both", &["timeout", u, "--", "touch", "ran"]),
+        bad(2, "'ftp'", &["timeout", "ftp://127.0.0.1/x"]),
+        bad(2, "'not-a-url'", &["timeout", "not-a-url"]),
+        bad(2, "'http://'", &["timeout", "http://"]),
+        bad(2, "URL", &["timeout", ""]),
+        bad(2, "'no colon'", &["timeout", "-H", "no colon", u]),
+        bad(2, "'Bad Name'", &["timeout", "-H", "Bad Name: x", u]),
+        bad(2, "'G T'", &["timeout", "-X", "G T", u]),
+        bad(2, "missing-body", &["timeout", "-d", "@missing-body", u]),
+        bad(2, "'--request", &["timeout", u, "-X"]),
+        bad(2, "'http://127.0.0.1/", &["timeout"]).arg(not_utf8("http://127.0.0.1/")),
+        bad(2, "'X-A: ", &["timeout", u, "-H"]).arg(not_utf8("X-A: ")),
+        bad(2, "'--timeout", &["timeout", u, "-t"]).arg(not_utf8("5")),
+        bad(1, "127.0.0.1", &["timeout", "-t", "2s", u]),
+        bad(2, "'out'", &["timeout", "-t", "2s", "-o", "out", u]).setup("out/"),
+        bad(2, "'.'", &["retry", "-X", "POST", "-d", "x", "-o", ".", u]),
+        // ---- timeout, command mode
+        with_cmd(2, "'BOGUS'", &["timeout", "--signal", "BOGUS"]),
+        with_cmd(2, "'0'", &["timeout", "-s", "0"]),
+        with_cmd(
+            2,
+            "'99999999999999999999'",
+            &["timeout", "-s", "99999999999999999999"],
+        ),
+        with_cmd(2, "'junk'", &["timeout", "--kill-after", "junk"]),
+        with_cmd(2, "--output", &["timeout", "-o", "out"]),
+        with_cmd(2, "--header", &["timeout", "-H", "X-A: 1"]),
+        with_cmd(2, "--data", &["timeout", "-d", "x"]),
+        // ---- retry
+        bad(2, "URL", &["retry"]),
+        bad(2, "'0'", &["retry", "--attempts", "0", u]),
+        bad(2, "'10001'", &["retry", "-n", "10001", u]),
+        bad(2, "'-1'", &["retry", "-n", "-1", u]),
+        bad(
+            2,
+            "'99999999999999999999'",
+            &["retry", "-n", "99999999999999999999", u],
+        ),
+        bad(2, "'abc'", &["retry", "-n", "abc", u]),
+        bad(2, "'--attempts", &["retry", u, "--attempts"]),
+        bad(2, "'404'", &["retry", "--retry-on", "404", u]),
+        bad(2, "'200'", &["retry", "--retry-on", "200", u]),
+        bad(2, "'500-'", &["retry", "--retry-on", "500-", u]),
+        bad(2, "--retry-on", &["retry", "--retry-on", "", u]),
+        with_cmd(2, "127", &["retry", "--retry-on-exit", "127"]),
+        with_cmd(2, "'0'", &["retry", "--retry-on-exit", "0"]),
+        bad(2, "'junk'", &["retry", "--jitter", "junk", u]),
+        bad(2, "'2y'", &["retry", "--delay", "2y", u]),
+        bad(2, "'0'", &["retry", "--max-delay", "0", u]),
+        bad(2, "'inf'", &["retry", "--max-time", "inf", u]),
+        bad(
+            2,
+            "--idempotency-key",
+            &["retry", "--idempotency-key", "", u],
+        ),
+        bad(
+            2,
+            "--idempotency-key",
+            &["retry", "--idempotency-key", "a\nb", u],
+        ),
+        bad(2, "not both", &["retry", u, "--", "touch", "ran"]),
+        with_cmd(2, "--idempotency-key", &["retry", "--idempotency-key", "k"]),
+        with_cmd(2, "'nope'", &["retry", "-s", "nope"]),
+        bad(1, "127.0.0.1", &["retry", "-n", "1", u]),
+        // ---- file
+        bad(2, "PATH", &["file"]),
+        bad(2, "PATH", &["file", ""]),
+        bad(2, "'999'", &["file", "--mode", "999", "f"]),
+        bad(2, "'rw'", &["file", "-m", "rw", "f"]),
+        bad(2, "'17777'", &["file", "-m", "17777", "f"]),
+        bad(2, "--from", &["file", "--content", "a", "--from", "b", "f"]),
+        bad(2, "'--content", &["file", "f", "--content"]),
+        bad(2, "'--content", &["file", "f", "--content"]).arg(not_utf8("x")),
+        bad(
+            1,
+            "missing-input",
+            &["file", "--from", "missing-input", "f"],
+        ),
+        bad(1, "dir", &["file", "dir"]).setup("dir/"),
+        bad(1, "no/such", &["file", "no/such/f"]),
+        bad(1, "not-a-dir", &["file", "not-a-dir/f"]).setup("not-a-dir"),
+        // ---- safe
+        bad(2, "ID", &["safe"]),
+        bad(2, "empty", &["safe", ""]),
+        bad(2, "256", &["safe", &long_id]),
+        bad(2, "control", &["safe", "a\tb"]),
+        bad(2, "--show", &["safe", "--show", ""]),
+        bad(2, "'some-id'", &["safe", "--list", "some-id"]),
+        bad(2, "--show", &["safe", "--list", "--show", "x"]),
+        bad(2, "--replay", &["safe", "--replay", "id"]),
+        bad(2, "'0'", &["safe", "--lease", "0", "id"]),
+        bad(2, "'junk'", &["safe", "--wait", "junk", "id"]),
+        bad(2, "'--store", &["safe", "id", "--store"]),
+        with_cmd(2, "--list", &["safe", "--list"]),
+        bad(2, "'id-", &["safe"]).arg(not_utf8("id-")),
+    ];
+    assert!(cases.len() >= 50);
+    // Run them all, then report every failing case at once.
+    let failed: Vec<String> = cases
+        .iter()
+        .filter(|case| std::panic::catch_unwind(|| check(case)).is_err())
+        .map(|case| format!("{:?}", case.args))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} bad cases:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
