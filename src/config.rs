@@ -171,14 +171,20 @@ pub fn parse_url(text: &str) -> Result<Url, Error> {
     let shown = crate::http::redact_url_str(text);
     let url = Url::parse(text.trim()).map_err(|e| Error::invalid("URL", &shown, e))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(Error::invalid(
-            "URL",
-            &shown,
+        // In 'user:pw@host' the user parses as the scheme: name it only
+        // when redaction left it in view.
+        let why = if shown
+            .to_ascii_lowercase()
+            .starts_with(&format!("{}:", url.scheme()))
+        {
             format!(
                 "unsupported scheme '{}': rtb fetches http and https URLs",
                 url.scheme()
-            ),
-        ));
+            )
+        } else {
+            "not an http or https URL".to_string()
+        };
+        return Err(Error::invalid("URL", &shown, why));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(Error::invalid("URL", &shown, "no host"));
