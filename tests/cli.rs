@@ -8,7 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::support::{rtb, Output};
+use crate::support::{rtb, Output, Server};
 
 /// A loopback port with nothing listening on it.
 fn closed_port() -> u16 {
@@ -250,4 +250,191 @@ fn bad_invocations_get_a_short_answer_naming_the_value() {
         failed.len(),
         failed.join("\n")
     );
+}
+
+// ---- secrets ------------------------------------------------------------
+
+/// What must never show on stderr: user and password of a URL, and the
+/// values of Authorization, Cookie and Proxy-Authorization.
+const SECRETS: [&str; 5] = ["alice", "s3cret", "tok3n", "c00kie", "pr0xy"];
+
+fn secret_headers() -> Vec<OsString> {
+    [
+        "-H",
+        "Authorization: Bearer tok3n",
+        "-H",
+        "Cookie: session=c00kie",
+        "-H",
+        "Proxy-Authorization: Basic pr0xy",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect()
+}
+
+/// Runs `args` at every level (-q, default, -v, -vv) in both log formats
+/// and checks stderr for secrets; returns the -vv text run for more checks.
+fn no_secrets_anywhere(args: &[OsString], code: i32) -> Output {
+    let mut last = None;
+    for format in ["text", "json"] {
+        for level in ["-q", "-v", "-vv", "--log-format"] {
+            let mut cmd = rtb();
+            // "--log-format" as the level slot is the default level.
+            if level != "--log-format" {
+                cmd.arg(level);
+            }
+            let out = cmd.args(["--log-format", format]).args(args).run();
+            out.code(code).clean_failure();
+            assert!(!out.stderr.trim().is_empty() || level == "-q");
+            for s in SECRETS {
+                out.stderr_lacks(s);
+            }
+            if format == "text" && level == "-vv" {
+                last = Some(out);
+            }
+        }
+    }
+    last.unwrap()
+}
+
+fn with_creds(url: &str) -> String {
+    url.replacen("http://", "http://alice:s3cret@", 1)
+}
+
+#[test]
+fn secrets_never_reach_the_log_on_any_path() {
+    let s = Server::start();
+    let dead = with_creds(&format!("http://127.0.0.1:{}/x", closed_port()));
+    let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+    let url = |p: &str| with_creds(&s.url(p));
+    let mut cases: Vec<(Vec<OsString>, i32, &str)> = vec![
+        (os(&["timeout", &url("/s/200")]), 0, "Request succeeded"),
+        (os(&["timeout", &url("/s/401")]), 1, "HTTP 401"),
+        (
+            os(&["timeout", "-t", "200ms", &url("/s/delay=1000")]),
+            1,
+            "timed out",
+        ),
+        (
+            os(&["retry", "-n", "2", "--delay", "10ms", &url("/s/503:ra=0")]),
+            1,
+            "Failed after 2",
+        ),
+        (
+            os(&["retry", "-n", "2", "--delay", "10ms", &url("/s/reset")]),
+            1,
+            "Failed after 2",
+        ),
+        (
+            os(&["retry", "-X", "POST", "-d", "x", &url("/s/503")]),
+            1,
+            "not idempotent",
+        ),
+        (
+            os(&["retry", "-n", "2", "--delay", "10ms", &dead]),
+            1,
+            "refused",
+        ),
+        (
+            os(&["timeout", "http://alice:s3cret@no-such-host.invalid/"]),
+            1,
+            "no-such-host.invalid",
+        ),
+        (
+            os(&[
+                "retry",
+                "-n",
+                "2",
+                "--delay",
+                "10ms",
+                "http://alice:s3cret@no-such-host.invalid/",
+            ]),
+            1,
+            "no-such-host.invalid",
+        ),
+    ];
+    for (args, _, _) in &mut cases {
+        let url = args.pop().unwrap();
+        args.extend(secret_headers());
+        args.push(url);
+    }
+    // Usage errors that echo the URL or the header they refuse.
+    cases.extend([
+        (
+            os(&["timeout", &url("/s/200"), "--", "true"]),
+            2,
+            "not both",
+        ),
+        (os(&["timeout", "ftp://alice:s3cret@127.0.0.1/"]), 2, "ftp"),
+        (os(&["timeout", "http://alice:s3cret@ho st/"]), 2, "ho st"),
+        (os(&["timeout", "alice:s3cret@127.0.0.1"]), 2, "127.0.0.1"),
+        (
+            os(&["timeout", "http://alice:s3cr/et@127.0.0.1/"]),
+            2,
+            "127.0.0.1",
+        ),
+        (
+            os(&[
+                "timeout",
+                "-H",
+                "Authorization: Bearer tok3n\u{1}",
+                &url("/s/200"),
+            ]),
+            2,
+            "Authorization",
+        ),
+        (
+            os(&["timeout", "-H", "cookie:c00kie\u{7f}", &url("/s/200")]),
+            2,
+            "cookie",
+        ),
+        (os(&["timeout", "-t", "0", &url("/s/200")]), 2, "'0'"),
+        (
+            os(&["retry", "-H", "Proxy-Authorization: pr0xy", "--", "true"]),
+            2,
+            "--header",
+        ),
+    ]);
+    let mut bytes = b"Cookie: c00kie".to_vec();
+    bytes.push(0xff);
+    cases.push((
+        vec![
+            "timeout".into(),
+            "-H".into(),
+            OsStr::from_bytes(&bytes).into(),
+            url("/s/200").into(),
+        ],
+        2,
+        "Cookie",
+    ));
+    for (args, code, says) in &cases {
+        no_secrets_anywhere(args, *code).stderr_has(says);
+    }
+    // Hidden from the log, yet sent: the server saw every one of them.
+    let out = rtb()
+        .arg("-vv")
+        .arg("timeout")
+        .args(secret_headers())
+        .arg(url("/s/echo"))
+        .run();
+    out.code(0);
+    let echoed = out.stdout_str().to_ascii_lowercase();
+    for s in ["tok3n", "c00kie", "pr0xy"] {
+        assert!(echoed.contains(s), "{s} not sent: {echoed}");
+    }
+    for s in SECRETS {
+        out.stderr_lacks(s);
+    }
+    // Without an Authorization header, the URL's user:password goes as
+    // Basic auth ("alice:s3cret" in base64).
+    let out = rtb().args(["-vv", "timeout", &url("/s/echo")]).run();
+    out.code(0);
+    assert!(
+        out.stdout_str().contains("YWxpY2U6czNjcmV0"),
+        "{}",
+        out.stdout_str()
+    );
+    for s in SECRETS {
+        out.stderr_lacks(s);
+    }
 }
