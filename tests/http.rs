@@ -608,3 +608,30 @@ fn credentials_never_reach_the_log() {
         .code(2)
         .stderr_lacks("hunter2");
 }
+
+#[test]
+fn interrupted_fetch_exits_128_plus_n_and_leaves_no_temp_file() {
+    let s = Server::start();
+    let mut cmd = rtb();
+    let dest = cmd.path("partial.bin");
+    cmd.args([
+        "timeout",
+        "--timeout",
+        "30",
+        "-o",
+        dest.to_str().unwrap(),
+        &s.url("/s/drip=100:100"),
+    ]);
+    let start = std::time::Instant::now();
+    let child = cmd.spawn();
+    // Let the body start arriving, then interrupt.
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = crate::support::Output::collect(child, start, "rtb timeout (SIGINT)".into());
+    out.code(130)
+        .stderr_has("Interrupted by SIGINT")
+        .took(secs(0.5), secs(5.0));
+    let left: Vec<_> = std::fs::read_dir(cmd.dir()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
