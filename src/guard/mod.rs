@@ -398,4 +398,141 @@ mod tests {
             .collect();
         assert_eq!(shell_join(&argv), r"sh -c 'echo it'\''s' a/b.c");
     }
+
+    /// The store conformance suite: every store must pass it.
+    async fn conformance<S: Store>(store: &S) {
+        let a = Owner::me();
+        let mut b = Owner::me();
+        b.host = "other-host".into();
+        let long = Duration::from_secs(30);
+
+        // A fresh ID: exactly one claimant wins.
+        let Claim::Won {
+            fence: 1,
+            lost: None,
+        } = store.claim("k1", &a, "cmd", long).await.unwrap()
+        else {
+            panic!("first claim must win with fence 1")
+        };
+        match store.claim("k1", &b, "cmd", long).await.unwrap() {
+            Claim::Busy(r) => assert_eq!((r.host.as_str(), r.fence), (a.host.as_str(), 1)),
+            other => panic!("{other:?}"),
+        }
+        // Only the holder may renew or finish.
+        assert!(!store.renew("k1", &b, 1, long).await.unwrap());
+        assert!(!store.finish("k1", &b, 1, &Finish::default()).await.unwrap());
+        assert!(store.renew("k1", &a, 1, long).await.unwrap());
+        assert!(store.finish("k1", &a, 1, &Finish::default()).await.unwrap());
+        assert!(matches!(
+            store.claim("k1", &b, "cmd", long).await.unwrap(),
+            Claim::Done(_)
+        ));
+
+        // Released: no record, and the next claim's fence rises.
+        let Claim::Won { fence: 1, .. } = store.claim("k2", &a, "c", long).await.unwrap() else {
+            panic!()
+        };
+        assert!(store.release("k2", &a, 1).await.unwrap());
+        assert!(store.get("k2").await.unwrap().is_none());
+        assert!(!store.release("k2", &a, 1).await.unwrap());
+        let Claim::Won {
+            fence: 2,
+            lost: None,
+        } = store.claim("k2", &b, "c", long).await.unwrap()
+        else {
+            panic!("a released ID is claimed again with a higher fence")
+        };
+
+        // An expired lease is taken over; the stale owner is fenced out.
+        let short = Duration::from_millis(50);
+        let Claim::Won { fence: 1, .. } = store.claim("k3", &a, "c", short).await.unwrap() else {
+            panic!()
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match store.claim("k3", &b, "c", long).await.unwrap() {
+            Claim::Won {
+                fence: 2,
+                lost: Some(l),
+            } => assert_eq!(l.token, a.token),
+            other => panic!("expected a takeover, got {other:?}"),
+        }
+        assert!(
+            !store.renew("k3", &a, 1, long).await.unwrap(),
+            "stale renew"
+        );
+        assert!(
+            !store.finish("k3", &a, 1, &Finish::default()).await.unwrap(),
+            "stale finish"
+        );
+        assert!(!store.release("k3", &a, 1).await.unwrap(), "stale release");
+        let how = Finish {
+            exit_status: 0,
+            output: Some(b"out\n".to_vec()),
+            output_cut: false,
+        };
+        assert!(store.finish("k3", &b, 2, &how).await.unwrap());
+        let r = store.get("k3").await.unwrap().expect("k3 is done");
+        assert_eq!(
+            (r.state, r.fence, r.token.as_str()),
+            (State::Done, 2, b.token.as_str())
+        );
+        assert_eq!(r.output.as_deref(), Some(&b"out\n"[..]));
+
+        // Forget: gone from list and show; claimed again with a higher fence.
+        let listed: Vec<String> = store
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert!(matches!(
+            store.forget("k3").await.unwrap(),
+            Forgot::Forgotten
+        ));
+        assert!(matches!(
+            store.forget("k3").await.unwrap(),
+            Forgot::NotRecorded
+        ));
+        assert!(store.get("k3").await.unwrap().is_none());
+        let Claim::Won { fence: 3, .. } = store.claim("k3", &a, "c", long).await.unwrap() else {
+            panic!()
+        };
+        assert!(matches!(store.forget("k3").await.unwrap(), Forgot::Busy(_)));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sqlite_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("sub/guard.db")).unwrap();
+        conformance(&store).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn postgres_conformance() {
+        let Ok(url) = std::env::var("RTB_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: RTB_TEST_POSTGRES_URL is not set");
+            return;
+        };
+        let schema = format!("rtb_unit_{:016x}", fastrand::u64(..));
+        let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let scoped = format!("{url}{sep}options=-csearch_path%3D{schema}");
+        let store = PgStore::connect(&scoped, postgres::CONNECT_TIMEOUT)
+            .await
+            .unwrap();
+        conformance(&store).await;
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    }
 }
