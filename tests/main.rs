@@ -2,4 +2,5 @@
 //! against real things (a loopback fault-injecting server, real processes
 //! and signals, real files, real SQLite and PostgreSQL).
 
+mod guard;
 mod support;
