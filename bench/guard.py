@@ -140,9 +140,10 @@ def latency():
     assert set(bare.codes) == {0}, bare.codes
     skip = measure(lambda i: [RTB, "safe", "--store", db, f"c-{i % N}", "--", "true"],
                    runs=min(N, 500), env=env)
+    opened = measure([RTB, "safe", "--store", db, "--show", "none"], runs=200, env=env)
     rows.append(["SQLite", fmt_ms(cmd.median_s), fmt_ms(bare.median_s), fmt_ms(skip.median_s),
-                 fmt_ms(floor), fmt_ms(target), f"{cmd.median_s / target:.2f}",
-                 f"{cmd.max_rss_kib / 1024:.1f} MiB"])
+                 fmt_ms(opened.median_s), fmt_ms(floor), fmt_ms(target),
+                 f"{cmd.median_s / target:.2f}"])
     if PG and PSQL:
         name, url = pg_schema()
         try:
@@ -154,9 +155,11 @@ def latency():
             pbare = measure(lambda i: [RTB, "safe", "--store", url, f"b-{i}"], runs=N, env=env)
             pskip = measure(lambda i: [RTB, "safe", "--store", url, f"c-{i % N}", "--", "true"],
                             runs=min(N, 500), env=env)
+            popened = measure([RTB, "safe", "--store", url, "--show", "none"], runs=200,
+                              env=env)
             rows.append(["PostgreSQL", fmt_ms(pcmd.median_s), fmt_ms(pbare.median_s),
-                         fmt_ms(pskip.median_s), fmt_ms(pfloor), fmt_ms(ptarget),
-                         f"{pcmd.median_s / ptarget:.2f}", f"{pcmd.max_rss_kib / 1024:.1f} MiB"])
+                         fmt_ms(pskip.median_s), fmt_ms(popened.median_s), fmt_ms(pfloor),
+                         fmt_ms(ptarget), f"{pcmd.median_s / ptarget:.2f}"])
         finally:
             pg_drop(name)
     else:
@@ -168,16 +171,17 @@ def latency():
                                 f"test -e {work}/m-{i} || {{ true && touch {work}/m-{i}; }}"],
                      runs=N)
         rows.append(["flock + marker (not durable)", fmt_ms(fl.median_s), "", "", "", "", "",
-                     f"{fl.max_rss_kib / 1024:.1f} MiB"])
+                     ""])
     table(
         f"rtb safe: latency per ID, {N} distinct IDs (medians)",
-        ["store", "`safe ID -- true`", "`safe ID`", "skip (done)", "durable floor",
-         "target 1.5x(floor+2 starts)", "rtb / target", "peak RSS"],
+        ["store", "`safe ID -- true`", "`safe ID`", "skip (done)", "start + open store",
+         "durable floor", "target 1.5x(floor+2 starts)", "rtb / target"],
         rows,
         note=(f"Durable floor: the claim and done commits in-process (SQLite: Python sqlite3, "
               f"WAL, synchronous=FULL, BEGIN IMMEDIATE, rtb's table; PostgreSQL: one psql "
               f"session, rtb's INSERT ... ON CONFLICT and conditional UPDATE, autocommit). "
-              f"A process start (`true`): {fmt_ms(start)}."),
+              f"A process start (`true`): {fmt_ms(start)}. start + open store: "
+              f"`rtb safe --show` of a missing ID (rtb's start, opening the store, one read)."),
     )
     shutil.rmtree(work, ignore_errors=True)
 

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::{Claim, Finish, Forgot, Owner, Record, State, Store, TABLE};
@@ -80,11 +80,17 @@ impl PgStore {
     }
 
     async fn setup(&self) -> Result<(), tokio_postgres::Error> {
-        let exists: bool = self
+        // The simple protocol: one round trip, no statement to prepare.
+        let probe = format!("SELECT to_regclass('{TABLE}') IS NOT NULL");
+        let exists = self
             .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&TABLE])
+            .simple_query(&probe)
             .await?
-            .get(0);
+            .iter()
+            .any(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("t"),
+                _ => false,
+            });
         if exists {
             return Ok(());
         }
@@ -250,23 +256,25 @@ impl Store for PgStore {
     ) -> Result<Claim, Error> {
         // Bounded: each round only repeats when the row vanished under us.
         for _ in 0..100 {
+            // Typed: the statement goes with its parameters, no prepare
+            // round trip (a fresh ID costs one round trip in all).
             let inserted = self
                 .client
-                .query_opt(
+                .query_typed_opt(
                     &format!(
                         "INSERT INTO {TABLE} (id, state, fence, host, pid, token, command, \
                          started_at, updated_at, lease_until) \
                          VALUES ($1, 'running', 1, $2, $3, $4, $5, now(), now(), \
-                         now() + $6::bigint * interval '1 millisecond') \
+                         now() + $6 * interval '1 millisecond') \
                          ON CONFLICT (id) DO NOTHING RETURNING fence"
                     ),
                     &[
-                        &id as &(dyn ToSql + Sync),
-                        &owner.host,
-                        &owner.pid,
-                        &owner.token,
-                        &command,
-                        &ms(lease),
+                        (&id as &(dyn ToSql + Sync), Type::TEXT),
+                        (&owner.host, Type::TEXT),
+                        (&owner.pid, Type::INT8),
+                        (&owner.token, Type::TEXT),
+                        (&command, Type::TEXT),
+                        (&ms(lease), Type::INT8),
                     ],
                 )
                 .await
@@ -316,22 +324,25 @@ impl Store for PgStore {
         fence: i64,
         how: &Finish,
     ) -> Result<bool, Error> {
-        self.update(
-            &format!(
-                "UPDATE {TABLE} SET state = 'done', exit_status = $4, output = $5, \
-                 output_cut = $6, updated_at = now() \
-                 WHERE id = $1 AND token = $2 AND fence = $3 AND state = 'running'"
-            ),
-            &[
-                &id as &(dyn ToSql + Sync),
-                &owner.token,
-                &fence,
-                &how.exit_status,
-                &how.output,
-                &how.output_cut,
-            ],
-        )
-        .await
+        self.client
+            .execute_typed(
+                &format!(
+                    "UPDATE {TABLE} SET state = 'done', exit_status = $4, output = $5, \
+                     output_cut = $6, updated_at = now() \
+                     WHERE id = $1 AND token = $2 AND fence = $3 AND state = 'running'"
+                ),
+                &[
+                    (&id as &(dyn ToSql + Sync), Type::TEXT),
+                    (&owner.token, Type::TEXT),
+                    (&fence, Type::INT8),
+                    (&how.exit_status, Type::INT4),
+                    (&how.output, Type::BYTEA),
+                    (&how.output_cut, Type::BOOL),
+                ],
+            )
+            .await
+            .map(|n| n == 1)
+            .map_err(|e| self.err(&e))
     }
 
     async fn release(&self, id: &str, owner: &Owner, fence: i64) -> Result<bool, Error> {
