@@ -144,6 +144,13 @@ impl SqliteStore {
             }
         }
         self.conn.execute_batch("PRAGMA synchronous=FULL")?;
+        // Each rtb is one short process: checkpointing (and deleting the
+        // WAL) at every close costs an fsync per run. Committing writers
+        // still checkpoint automatically every 1000 pages.
+        self.conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         let exists: i64 = self.conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
             [TABLE],
