@@ -3,6 +3,7 @@
 //! and signals, real files, real SQLite and PostgreSQL).
 
 mod file;
+mod guard;
 mod http;
 mod process;
 mod support;
