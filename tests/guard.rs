@@ -529,3 +529,52 @@ fn bad_ids_and_stores_are_usage_errors() {
         .clean_failure()
         .stderr_lacks("hunter2");
 }
+
+/// RTB_DEADLINE for `ms` milliseconds from now.
+fn deadline_in(ms: u64) -> String {
+    let t = std::time::SystemTime::now() + Duration::from_millis(ms);
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string()
+}
+
+#[test]
+fn an_inherited_deadline_bounds_the_command_and_the_wait() {
+    for b in backends() {
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path();
+        // The command is stopped at the outer deadline, and nothing is recorded.
+        rtb()
+            .current_dir(w)
+            .env("RTB_DEADLINE", deadline_in(1000))
+            .args(["safe", "D", "--store", &b.store, "--", "sleep", "30"])
+            .run()
+            .code(124)
+            .stderr_has("D not recorded")
+            .took(Duration::from_millis(800), Duration::from_secs(12));
+        rtb()
+            .args(["safe", "--store", &b.store, "--show", "D"])
+            .run()
+            .code(1);
+        // A waiter gives up at the outer deadline, not after --wait.
+        let start = Instant::now();
+        let owner = rtb()
+            .current_dir(w)
+            .args(["safe", "D", "--store", &b.store, "--"])
+            .args(["sh", "-c", "touch started; sleep 20"])
+            .spawn();
+        wait_for(&w.join("started"), Duration::from_secs(20));
+        rtb()
+            .current_dir(w)
+            .env("RTB_DEADLINE", deadline_in(500))
+            .args([
+                "safe", "D", "--wait", "60s", "--store", &b.store, "--", "true",
+            ])
+            .run()
+            .code(75)
+            .took(Duration::from_millis(300), Duration::from_secs(12));
+        kill(owner.id() as i32, 15);
+        collect(owner, start).code(143);
+    }
+}

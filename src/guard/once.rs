@@ -70,9 +70,11 @@ pub async fn run<S: Store>(
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop_by: Option<Instant> = None;
+    // An outer rtb's deadline (RTB_DEADLINE) bounds the command too.
+    let deadline = crate::config::inherited_budget().map(|b| b.at);
     let ended: Ended = loop {
         tokio::select! {
-            ended = child.wait(stop_by, SIGTERM, KILL_AFTER) => break ended?,
+            ended = child.wait(stop_by.or(deadline), SIGTERM, KILL_AFTER) => break ended?,
             _ = tick.tick(), if stop_by.is_none() => {
                 match store.renew(id, &owner, fence, cfg.lease).await {
                     Ok(true) => tracing::trace!(id, fence, "lease renewed"),
@@ -152,7 +154,11 @@ async fn claim<S: Store>(
     owner: &Owner,
     command: &str,
 ) -> Result<Got, Error> {
-    let until = Instant::now() + cfg.wait;
+    // Never wait past an outer rtb's deadline (RTB_DEADLINE).
+    let until = match crate::config::inherited_budget() {
+        Some(b) if b.at < Instant::now() + cfg.wait => b.at,
+        _ => Instant::now() + cfg.wait,
+    };
     let mut delays = crate::retry::Backoff::default()
         .with_attempts(u32::MAX)
         .with_delay(Duration::from_millis(20))
