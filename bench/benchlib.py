@@ -129,3 +129,24 @@ def reference_python():
         subprocess.run([sys.executable, "-m", "venv", venv], check=True)
         subprocess.run([py, "-m", "pip", "install", "-q", "requests"], check=True)
     return py, None
+
+
+def summary(area, measure_name, rtb, against, other, target, met):
+    """Records one row of bench/run's closing summary table (when BENCH_SUMMARY
+    names a file); every script also prints its own detailed tables."""
+    import json
+
+    path = os.environ.get("BENCH_SUMMARY")
+    if not path:
+        return
+    row = {
+        "area": area,
+        "measure": measure_name,
+        "rtb": rtb,
+        "against": against,
+        "other": other,
+        "target": target,
+        "met": "yes" if met else "no",
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -119,6 +119,16 @@ def main():
             "directory fsync done in this Python process in a loop, timed per iteration "
             "(median). Process start: median wall time of /bin/true.",
         )
+        from benchlib import summary
+
+        for other in ["reference (python)", "bash noclobber"]:
+            if other in results:
+                summary("file", "create, median per run", fmt_ms(rtb_create), other,
+                        fmt_ms(results[other][0].median_s), "(fsyncs; others do not)", True)
+                summary("file", "already exists, median per run", fmt_ms(results["rtb file"][1].median_s),
+                        other, fmt_ms(results[other][1].median_s), "(none)", True)
+        summary("file", "create vs durable floor + 1 start", fmt_ms(rtb_create), "floor + start",
+                fmt_ms(budget), "<= 1.5x", rtb_create <= 1.5 * budget)
         bad = [n for n, (c, e) in results.items() if n != "bash noclobber" and any(x != 0 for x in c.codes + e.codes)]
         if bad:
             print(f"\nWARNING: non-zero exit codes from {bad}")

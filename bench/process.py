@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import RTB, fmt_mib, fmt_ms, ratio, run_once, table  # noqa: E402
+from benchlib import RTB, fmt_mib, fmt_ms, ratio, run_once, summary, table  # noqa: E402
 
 RUNS = int(os.environ.get("RUNS", "30"))
 OVERSHOOT_RUNS = int(os.environ.get("OVERSHOOT_RUNS", "9"))
@@ -84,6 +84,11 @@ def main():
         note=f"{RUNS} runs each, interleaved; target: rtb within 1.5x of GNU timeout.",
     )
 
+    summary("timeout CMD", "`-- true` overhead, median wall", fmt_ms(rtb_wall), "GNU timeout",
+            fmt_ms(gnu_wall), "<= 1.5x GNU timeout", rtb_wall <= 1.5 * gnu_wall)
+    summary("timeout CMD", "`-- true` peak RSS", fmt_mib(rtb_rss), "GNU timeout", fmt_mib(gnu_rss),
+            "(none)", True)
+
     rtb_argv = [RTB, "timeout", "--timeout", "1", "--", "sleep", "10"]
     gnu_argv = [gnu, "1", "sleep", "10"]
     (rtb_s, gnu_s), codes = interleaved([rtb_argv, gnu_argv], OVERSHOOT_RUNS, warmup=0, env=env)
@@ -96,6 +101,8 @@ def main():
         ],
         note=f"{OVERSHOOT_RUNS} runs each, interleaved, exit 124 every time; target: at most 50 ms.",
     )
+    summary("timeout CMD", "deadline overshoot (`sleep 10`, 1 s)", fmt_ms(rtb_s - 1.0), "GNU timeout",
+            fmt_ms(gnu_s - 1.0), "<= 50 ms", rtb_s - 1.0 <= 0.05)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,15 @@ def main():
         rows.append([name, runs, f"{s.median_ms:.1f} ms", b.fmt_mib(s.max_rss_kib)])
     for r in rows:
         r.append(b.ratio(stats[r[0]].median_s, stats["rtb"].median_s))
+    r, ref, curl = stats["rtb"], stats.get("reference"), stats["curl"]
+    if ref:
+        b.summary("timeout URL", "loopback GET, median wall", f"{r.median_ms:.1f} ms", "reference",
+                  f"{ref.median_ms:.1f} ms ({ref.median_s / r.median_s:.0f}x slower)", ">= 30x faster",
+                  ref.median_s / r.median_s >= 30)
+    b.summary("timeout URL", "loopback GET, median wall", f"{r.median_ms:.1f} ms", "curl -sf",
+              f"{curl.median_ms:.1f} ms", "<= 1.5x curl", r.median_s <= 1.5 * curl.median_s)
+    b.summary("timeout URL", "loopback GET, peak RSS", b.fmt_mib(r.max_rss_kib), "curl -sf",
+              b.fmt_mib(curl.max_rss_kib), "(none)", True)
     b.table(
         "One loopback GET per invocation",
         ["tool", "runs", "median wall", "peak RSS", "time vs rtb"],
@@ -96,17 +105,25 @@ def main():
     )
 
     rows = []
+    overs = {}
     for endpoint in ["delay", "drip"]:
         for name, argv in tools:
             s = b.measure(argv(f"{base}/{endpoint}", int(DEADLINE)), runs=args.overshoot_runs, warmup=0)
             over = s.median_s - DEADLINE
             verdict = "exit %s" % sorted(set(s.codes))
             rows.append([endpoint, name, f"{s.median_s:.3f} s", f"{over * 1000:+.0f} ms", verdict])
+            overs[(endpoint, name)] = over
     b.table(
         f"Deadline overshoot ({DEADLINE:.0f} s deadline; delay = no answer for 10 s, drip = 1 byte / 0.5 s for 10 s)",
         ["endpoint", "tool", "median elapsed", "overshoot", "exit codes"],
         rows,
     )
+    for endpoint in ["delay", "drip"]:
+        mine = overs[(endpoint, "rtb")]
+        for other in ["reference", "curl"]:
+            if (endpoint, other) in overs:
+                b.summary("timeout URL", f"deadline overshoot ({endpoint})", f"{mine * 1000:+.0f} ms", other,
+                          f"{overs[(endpoint, other)] * 1000:+.0f} ms", "<= 50 ms", mine <= 0.05)
     srv.shutdown()
 
 

@@ -12,7 +12,7 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::duration::parse_duration;
+use crate::duration::{parse_duration, parse_wait};
 use crate::logging::LogFormat;
 use crate::retry::{parse_exit_list, parse_status_list, CodeSet, Jitter};
 
@@ -241,8 +241,8 @@ pub struct SafeArgs {
     /// How long a claim lasts without renewal (renewed every third of it).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration(), allow_negative_numbers = true)]
     pub lease: Duration,
-    /// How long to wait for a claim held elsewhere before exiting 75.
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = duration(), allow_negative_numbers = true)]
+    /// How long to wait for a claim held elsewhere before exiting 75 (0: not at all).
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = Utf8.try_map(|s| parse_wait(&s)), allow_negative_numbers = true)]
     pub wait: Duration,
     /// Capture CMD's stdout (up to 1 MiB) and print it again on later runs.
     #[arg(long)]

@@ -42,6 +42,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Like [`parse_duration`], but zero is allowed: for waits where "do not
+/// wait at all" is a sensible answer (`rtb safe --wait 0`).
+///
+/// # Errors
+/// As [`parse_duration`], zero excepted.
+pub fn parse_wait(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let bare_zero =
+        !t.is_empty() && t.bytes().all(|b| b == b'0' || b == b'.') && t.parse::<f64>() == Ok(0.0);
+    if bare_zero || humantime::parse_duration(t) == Ok(Duration::ZERO) {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
 /// Prints a duration the way rtb's log lines say it: `1s`, `1.5s`, `250ms`.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -84,6 +99,17 @@ mod tests {
             "1.2.3",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn waits_may_be_zero() {
+        assert_eq!(parse_wait("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_wait("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_wait("0.0"), Ok(Duration::ZERO));
+        assert_eq!(parse_wait("2s"), Ok(Duration::from_secs(2)));
+        for bad in ["", "-0", "-1", "x", "0x"] {
+            assert!(parse_wait(bad).is_err(), "{bad:?}");
         }
     }
 

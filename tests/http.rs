@@ -608,3 +608,75 @@ fn credentials_never_reach_the_log() {
         .code(2)
         .stderr_lacks("hunter2");
 }
+
+#[test]
+fn interrupted_fetch_exits_128_plus_n_and_leaves_no_temp_file() {
+    let s = Server::start();
+    let mut cmd = rtb();
+    let dest = cmd.path("partial.bin");
+    cmd.args([
+        "timeout",
+        "--timeout",
+        "30",
+        "-o",
+        dest.to_str().unwrap(),
+        &s.url("/s/drip=100:100"),
+    ]);
+    let start = std::time::Instant::now();
+    let child = cmd.spawn();
+    // Let the body start arriving, then interrupt.
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = crate::support::Output::collect(child, start, "rtb timeout (SIGINT)".into());
+    out.code(130)
+        .stderr_has("Interrupted by SIGINT")
+        .took(secs(0.5), secs(5.0));
+    let left: Vec<_> = std::fs::read_dir(cmd.dir()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Runs rtb under a pseudo-terminal (util-linux `script`), returning what
+/// the terminal showed; `None` when `script` is not installed.
+fn on_a_terminal(args: &str) -> Option<String> {
+    let bin = env!("CARGO_BIN_EXE_rtb");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &format!("{bin} {args}"), "/dev/null"])
+        .env_remove("RTB_LOG_FORMAT")
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn progress_bar_only_on_a_terminal_for_slow_bodies() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("body");
+    let url = s.url("/s/drip=25:80");
+    let Some(shown) = on_a_terminal(&format!("timeout --timeout 20 -o {} {url}", dest.display()))
+    else {
+        println!("SKIP progress_bar_only_on_a_terminal_for_slow_bodies: `script` is not installed");
+        return;
+    };
+    assert!(
+        shown.contains("/25 B"),
+        "no progress bar on a terminal: {shown:?}"
+    );
+    assert!(shown.contains("Request succeeded: 200"), "{shown:?}");
+    // -q: errors only, so no bar either.
+    let quiet = on_a_terminal(&format!(
+        "-q timeout --timeout 20 -o {} {url}",
+        dest.display()
+    ))
+    .unwrap();
+    assert!(!quiet.contains("/25 B"), "a bar despite -q: {quiet:?}");
+    // A fast body never shows one.
+    let fast = on_a_terminal(&format!(
+        "timeout -o {} {}",
+        dest.display(),
+        s.url("/s/200")
+    ))
+    .unwrap();
+    assert!(!fast.contains(" B/"), "a bar for a fast body: {fast:?}");
+}

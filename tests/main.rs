@@ -4,6 +4,7 @@
 
 mod cli;
 mod file;
+mod guard;
 mod http;
 mod process;
 mod support;

@@ -306,3 +306,107 @@ fn chain(e: &reqwest::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderMap;
+
+    fn spec(method: Method, key: Option<&str>) -> HttpSpec {
+        HttpSpec {
+            url: "http://127.0.0.1/".parse().unwrap(),
+            method,
+            headers: HeaderMap::new(),
+            body: None,
+            output: None,
+            idempotency_key: key.map(String::from),
+        }
+    }
+
+    fn status(code: u16, after: Option<u64>) -> FetchError {
+        FetchError::Status {
+            status: StatusCode::from_u16(code).unwrap(),
+            retry_after: after.map(Duration::from_secs),
+        }
+    }
+
+    fn retries(v: &Verdict) -> bool {
+        matches!(v, Verdict::Retry { .. })
+    }
+
+    #[test]
+    fn statuses_follow_the_retry_on_list() {
+        let get = spec(Method::GET, None);
+        let list = CodeSet::default_statuses();
+        for code in [429, 500, 502, 503, 504] {
+            assert!(retries(&status(code, None).verdict(&get, &list)), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 422, 501, 505] {
+            assert!(!retries(&status(code, None).verdict(&get, &list)), "{code}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_carried_to_the_verdict() {
+        let get = spec(Method::GET, None);
+        let v = status(503, Some(7)).verdict(&get, &CodeSet::default_statuses());
+        assert_eq!(
+            v,
+            Verdict::Retry {
+                after: Some(Duration::from_secs(7))
+            }
+        );
+    }
+
+    #[test]
+    fn transient_failures_retry_and_local_ones_stop() {
+        let get = spec(Method::GET, None);
+        let list = CodeSet::default_statuses();
+        for e in [
+            FetchError::TimedOut(Duration::from_secs(1)),
+            FetchError::Connect("connection refused".into()),
+            FetchError::Send("connection reset".into()),
+            FetchError::Body("got 10 of 100 bytes".into()),
+        ] {
+            assert!(retries(&e.verdict(&get, &list)), "{e}");
+        }
+        for e in [
+            FetchError::Tls("bad certificate".into()),
+            FetchError::Local("disk full".into()),
+        ] {
+            assert!(!retries(&e.verdict(&get, &list)), "{e}");
+        }
+    }
+
+    #[test]
+    fn unsafe_methods_retry_only_what_never_reached_the_server() {
+        let list = CodeSet::default_statuses();
+        for m in [Method::POST, Method::PATCH] {
+            let plain = spec(m.clone(), None);
+            assert!(retries(
+                &FetchError::Connect("refused".into()).verdict(&plain, &list)
+            ));
+            for e in [
+                status(503, None),
+                FetchError::TimedOut(Duration::from_secs(1)),
+                FetchError::Send("reset".into()),
+                FetchError::Body("cut".into()),
+            ] {
+                let v = e.verdict(&plain, &list);
+                assert!(
+                    matches!(&v, Verdict::Stop { reason } if reason.contains("--idempotency-key")),
+                    "{m} {e}: {v:?}"
+                );
+            }
+            let keyed = spec(m, Some("k-1"));
+            assert!(retries(&status(503, None).verdict(&keyed, &list)));
+            assert!(retries(
+                &FetchError::Send("reset".into()).verdict(&keyed, &list)
+            ));
+        }
+        // PUT and DELETE are idempotent by definition.
+        for m in [Method::PUT, Method::DELETE] {
+            assert!(retries(&status(503, None).verdict(&spec(m, None), &list)));
+        }
+    }
+}

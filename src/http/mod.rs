@@ -19,6 +19,7 @@ use self::fetch::{fetch, FetchError};
 use crate::config::{HttpSpec, RetryConfig, TimeoutConfig};
 use crate::duration::fmt_duration;
 use crate::error::{Error, Outcome};
+use crate::process::{signal_name, Interrupts};
 use crate::retry::{retry, CodeSet, Failure, TokioSleeper, Verdict};
 
 /// Parses a `-H 'Name: value'` argument.
@@ -142,32 +143,13 @@ pub async fn run_retry(spec: &HttpSpec, cfg: &RetryConfig) -> Outcome {
 /// Runs `work` unless rtb gets SIGINT, SIGTERM or SIGHUP first; then the
 /// work is dropped (its temp files with it) and rtb exits 128+N.
 async fn until_signalled<T>(work: impl Future<Output = T>) -> Result<T, Error> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let kinds = [
-        (SignalKind::interrupt(), "SIGINT", 2u8),
-        (SignalKind::terminate(), "SIGTERM", 15),
-        (SignalKind::hangup(), "SIGHUP", 1),
-    ];
-    let mut streams = Vec::new();
-    for (kind, name, num) in kinds {
-        if let Ok(s) = signal(kind) {
-            streams.push((s, name, num));
-        }
-    }
-    if streams.is_empty() {
-        return Ok(work.await);
-    }
-    let any = futures_util::future::select_all(
-        streams
-            .iter_mut()
-            .map(|(s, name, num)| Box::pin(async move { s.recv().await.map(|_| (*name, *num)) })),
-    );
+    let mut interrupts = Interrupts::install()?;
     tokio::select! {
         r = work => Ok(r),
-        (got, _, _) = any => {
-            let (name, num) = got.unwrap_or(("a signal", 15));
-            Err(Error::Status { message: format!("Interrupted by {name}"), code: 128 + num })
-        }
+        sig = interrupts.recv() => Err(Error::Status {
+            message: format!("Interrupted by {}", signal_name(sig)),
+            code: 128 + sig as u8,
+        }),
     }
 }
 

@@ -35,7 +35,7 @@ fn deadline_env(at: Instant, attempt: u32) -> Vec<(OsString, OsString)> {
 /// Exit 124 at the deadline, 125-127 when the command cannot start.
 pub async fn run_timeout(spec: &CommandSpec, cfg: &TimeoutConfig) -> Outcome {
     let budget = &cfg.budget;
-    let own = budget.name.starts_with("--timeout");
+    let own = !budget.is_inherited();
     let limit = budget.at.saturating_duration_since(Instant::now());
     if limit.is_zero() {
         return Err(Error::Status {
