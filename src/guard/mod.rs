@@ -89,13 +89,20 @@ impl StoreSpec {
             ));
         }
         if let Some((scheme, _)) = path.split_once("://") {
-            return Err(Error::invalid(
-                "--store",
-                crate::http::redact_url_str(text),
+            // In 'user:pw@host://' the "scheme" holds the password: name it
+            // only when it is a real scheme.
+            let scheme_ok = !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+            let why = if scheme_ok {
                 format!(
                     "unsupported scheme '{scheme}': give a path, sqlite:PATH, or a postgres:// URL"
-                ),
-            ));
+                )
+            } else {
+                "give a path, sqlite:PATH, or a postgres:// URL".to_string()
+            };
+            return Err(Error::invalid("--store", redact_store_url(text), why));
         }
         Ok(StoreSpec::Sqlite(PathBuf::from(path)))
     }
@@ -119,9 +126,31 @@ impl StoreSpec {
     pub fn shown(&self) -> String {
         match self {
             StoreSpec::Sqlite(p) => p.display().to_string(),
-            StoreSpec::Postgres(u) => crate::http::redact_url_str(u),
+            StoreSpec::Postgres(u) => redact_store_url(u),
         }
     }
+}
+
+/// Query parameters of a PostgreSQL URL whose values are secrets.
+const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
+
+/// A store URL as it may be printed: the user and password hidden, and
+/// so are `?password=` and `?sslpassword=`, which libpq URLs also take.
+pub fn redact_store_url(text: &str) -> String {
+    let shown = crate::http::redact_url_str(text);
+    let Some((base, query)) = shown.split_once('?') else {
+        return shown;
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if SECRET_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s)) => {
+                format!("{k}=***")
+            }
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 /// Where a record is in its life.
@@ -534,5 +563,65 @@ mod tests {
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .await
             .unwrap();
+    }
+
+    // Case counts come from proptest's default config, which honours
+    // PROPTEST_CASES (scripts/fuzz runs 100,000 per parser).
+    proptest::proptest! {
+        #[test]
+        fn parse_id_never_panics(text in ".*") {
+            let _ = parse_id(&text);
+        }
+
+        #[test]
+        fn ids_round_trip(id in "[^\\p{Cc}]{1,64}") {
+            if id.len() <= 256 {
+                proptest::prop_assert_eq!(parse_id(&id), Ok(id.clone()));
+            }
+        }
+
+        #[test]
+        fn long_or_control_ids_are_refused(n in 257usize..600, c in "\\p{Cc}") {
+            proptest::prop_assert!(parse_id(&"x".repeat(n)).is_err());
+            let with_control = format!("a{c}b");
+            proptest::prop_assert!(parse_id(&with_control).is_err());
+        }
+
+        #[test]
+        fn resolve_never_panics(text in ".*") {
+            let _ = StoreSpec::resolve(Some(&text));
+            let _ = redact_store_url(&text);
+        }
+
+        #[test]
+        fn store_urls_and_paths_round_trip(
+            scheme in "postgres(ql)?",
+            rest in "[a-z0-9@:/.?=&%-]{0,40}",
+            path in "[a-zA-Z0-9_./-]{1,40}",
+        ) {
+            let url = format!("{scheme}://{rest}");
+            let resolved = StoreSpec::resolve(Some(&url));
+            proptest::prop_assert!(matches!(&resolved, Ok(StoreSpec::Postgres(u)) if *u == url));
+            if !path.contains("://") {
+                let want = std::path::PathBuf::from(&path);
+                for given in [path.clone(), format!("sqlite:{path}")] {
+                    let resolved = StoreSpec::resolve(Some(&given));
+                    proptest::prop_assert!(matches!(&resolved, Ok(StoreSpec::Sqlite(p)) if *p == want));
+                }
+            }
+        }
+
+        #[test]
+        fn store_passwords_never_show(
+            given in "(postgres(ql)?|[a-z]{1,5})://([a-z]{0,5}:)?S3CRET@[a-z0-9.:/ ]{0,15}",
+            query in "(\\?(ssl)?password=S3CRET(&[a-z]=1)?)?",
+        ) {
+            let text = format!("{given}{query}");
+            let shown = match StoreSpec::resolve(Some(&text)) {
+                Ok(spec) => spec.shown(),
+                Err(e) => e.to_string(),
+            };
+            proptest::prop_assert!(!shown.contains("S3CRET"), "{} -> {}", text, shown);
+        }
     }
 }

@@ -47,7 +47,7 @@ impl PgStore {
     /// A bad URL, an unreachable server, refused credentials: the message
     /// names the URL without its password.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, Error> {
-        let shown = crate::http::redact_url_str(url);
+        let shown = super::redact_store_url(url);
         let fail =
             |why: String| Error::Failed(format!("cannot open the guard store {shown}: {why}"));
         let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
@@ -239,8 +239,16 @@ fn scrub(e: &tokio_postgres::Error, url: &str) -> String {
         cause = c.source();
     }
     if let Ok(u) = reqwest::Url::parse(url) {
-        if let Some(pw) = u.password().filter(|p| !p.is_empty()) {
-            text = text.replace(pw, "***");
+        let in_query = u
+            .query_pairs()
+            .filter(|(k, _)| {
+                k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword")
+            })
+            .map(|(_, v)| v.into_owned());
+        for pw in u.password().map(str::to_owned).into_iter().chain(in_query) {
+            if !pw.is_empty() {
+                text = text.replace(&pw, "***");
+            }
         }
     }
     text
