@@ -145,6 +145,14 @@ mod tests {
         }
 
         #[test]
+        fn wait_is_a_duration_or_zero(text in ".*|[0. ]{1,6}(s|ms|m)?|[0-9.]{1,8}(s|ms)?") {
+            match parse_wait(&text) {
+                Ok(Duration::ZERO) => {}
+                other => proptest::prop_assert_eq!(other, parse_duration(&text)),
+            }
+        }
+
+        #[test]
         fn whole_units_round_trip(n in 1u64..=MAX.as_secs()) {
             let d = Duration::from_secs(n);
             proptest::prop_assert_eq!(parse_duration(&n.to_string()), Ok(d));

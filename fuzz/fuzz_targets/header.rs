@@ -8,10 +8,10 @@ use rtb::http::{parse_header, redact_header_arg, SECRET_HEADERS};
 fuzz_target!(|text: &str| {
     let parsed = parse_header(text);
     let shown = redact_header_arg(text);
-    if let Ok((name, value)) = parsed {
-        if SECRET_HEADERS.contains(&name.as_str()) && !value.is_empty() {
-            let v = value.to_str().unwrap_or_default();
-            assert!(v.is_empty() || v == "***" || !shown.contains(&format!(": {v}")), "{text:?} -> {shown:?}");
+    if let Ok((name, _)) = parsed {
+        if SECRET_HEADERS.contains(&name.as_str()) {
+            let (_, value) = shown.split_once(':').unwrap();
+            assert_eq!(value, " ***", "{text:?} -> {shown:?}");
         }
     }
 });
