@@ -92,7 +92,11 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Safe(a) => guard::run(SafeConfig::from_args(a)?).await,
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "rtb", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a write error,
+            // and `rtb completions bash | head` closes the pipe early.
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "rtb", &mut out);
+            write_stdout(&out)?;
             Ok(code::OK)
         }
         Command::Man => {
