@@ -88,6 +88,17 @@ impl SqliteStore {
         }
         match std::fs::metadata(path) {
             Ok(m) if !m.is_file() => return Err(fail("not a regular file".into())),
+            // SQLite takes a file shorter than its header for an empty
+            // database and writes over it: a stray one-byte file would be
+            // lost. Only an empty file or one that starts with SQLite's
+            // header is opened.
+            Ok(m) if m.len() > 0 && !has_sqlite_header(path) => {
+                return Err(fail(
+                    "file is not a database: the file is not a usable guard store; it was \
+                     left as it is (move it away, or point --store elsewhere)"
+                        .into(),
+                ))
+            }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 use std::os::unix::fs::OpenOptionsExt;
@@ -302,6 +313,17 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 }
 
 /// SQLite's message, with what it means for the store.
+/// Whether the file starts with "SQLite format 3\0" (or cannot be read,
+/// which SQLite itself will then report).
+fn has_sqlite_header(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)) {
+        Ok(()) => &head == b"SQLite format 3\0",
+        Err(e) => e.kind() != std::io::ErrorKind::UnexpectedEof,
+    }
+}
+
 fn describe(e: &rusqlite::Error) -> String {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => format!(
