@@ -100,6 +100,10 @@ fn check(case: &Bad) -> Output {
     );
     let after = tree(cmd.dir());
     assert_eq!(before, after, "left something behind: {}", out.cmdline);
+    if let Some(file) = case.setup.filter(|w| !w.ends_with('/')) {
+        let kept = std::fs::read(cmd.path(file)).unwrap();
+        assert_eq!(kept, b"x", "{file} was changed: {}", out.cmdline);
+    }
     out
 }
 
@@ -236,6 +240,29 @@ fn bad_invocations_get_a_short_answer_naming_the_value() {
         bad(2, "'--store", &["safe", "id", "--store"]),
         with_cmd(2, "--list", &["safe", "--list"]),
         bad(2, "'id-", &["safe"]).arg(not_utf8("id-")),
+        bad(2, "'-1'", &["safe", "--wait", "-1", "id"]),
+        bad(2, "'2y'", &["safe", "--lease", "2y", "id"]),
+        bad(2, "--forget", &["safe", "--forget", ""]),
+        bad(2, "'id'", &["safe", "id", "--forget", "other"]),
+        bad(2, "'http://x", &["safe", "--store", "http://x", "id"]),
+        bad(2, "'ftp'", &["safe", "id"]).env("RTB_STORE", "ftp://h/x"),
+        bad(2, "--store", &["safe", "--store", "not a url://x", "id"]),
+        bad(2, "'sqlite:'", &["safe", "--store", "sqlite:", "id"]),
+        bad(2, "--store", &["safe", "--store", "", "id"]),
+        bad(
+            2,
+            "connect_timeout",
+            &["safe", "--store", "postgres://h/db?connect_timeout=x", "id"],
+        ),
+        bad(
+            1,
+            "store postgres://:",
+            &["safe", "--store", "postgres://", "id"],
+        ),
+        bad(1, "store", &["safe", "--store", "dir", "id"]).setup("dir/"),
+        // A one-byte file SQLite would have taken for an empty database.
+        bad(1, "not a database", &["safe", "--store", "g.db", "id"]).setup("g.db"),
+        bad(1, "g.db", &["safe", "--store", "g.db/x.db", "id"]).setup("g.db"),
     ];
     assert!(cases.len() >= 50);
     // Run them all, then report every failing case at once.
@@ -395,6 +422,31 @@ fn secrets_never_reach_the_log_on_any_path() {
             "--header",
         ),
     ]);
+    // The guard's store: a PostgreSQL URL's password, in either place.
+    let pg = format!("postgres://alice:s3cret@127.0.0.1:{}/db", closed_port());
+    let pg_query = format!("postgres://127.0.0.1:{}/db?password=s3cret", closed_port());
+    cases.extend([
+        (
+            os(&["safe", "--store", &pg, "id", "--", "true"]),
+            1,
+            "127.0.0.1",
+        ),
+        (
+            os(&["safe", "--store", &pg_query, "--list"]),
+            1,
+            "password=***",
+        ),
+        (
+            os(&["safe", "--store", &format!("{pg}?connect_timeout=x"), "id"]),
+            2,
+            "connect_timeout",
+        ),
+        (
+            os(&["safe", "--store", "alice:s3cret@host://x", "id"]),
+            2,
+            "--store",
+        ),
+    ]);
     let mut bytes = b"Cookie: c00kie".to_vec();
     bytes.push(0xff);
     cases.push((
@@ -437,4 +489,164 @@ fn secrets_never_reach_the_log_on_any_path() {
     for s in SECRETS {
         out.stderr_lacks(s);
     }
+}
+
+// ---- the ecosystem ------------------------------------------------------
+
+#[test]
+fn completions_for_every_shell_know_the_subcommands() {
+    for (shell, marker) in [
+        ("bash", "complete -F _rtb"),
+        ("zsh", "#compdef rtb"),
+        ("fish", "complete -c rtb"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = rtb().args(["completions", shell]).run();
+        out.code(0).stderr_lacks("error");
+        let script = out.stdout_str();
+        assert!(script.contains(marker), "{shell}: no {marker:?}");
+        for word in ["timeout", "retry", "file", "safe", "attempts", "store"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+}
+
+#[test]
+fn man_page_is_roff_for_every_command() {
+    let out = rtb().arg("man").run();
+    out.code(0);
+    let page = out.stdout_str();
+    assert!(page.contains(".TH rtb 1"), "{page}");
+    assert!(page.contains(".SH NAME") && page.contains(".SH SYNOPSIS"));
+    for word in ["timeout", "retry", "file", "safe", "RTB_LOG_FORMAT"] {
+        assert!(page.contains(word), "man page lacks {word}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_is_a_quiet_exit_not_a_panic() {
+    for args in [&["completions", "bash"][..], &["man"], &["--help"]] {
+        let mut cmd = rtb();
+        cmd.args(args);
+        let mut child = cmd.spawn();
+        // Close the reading end before rtb has written: its writes get EPIPE.
+        drop(child.stdout.take());
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < crate::support::cmd::HARD_LIMIT,
+                "rtb {args:?} hangs"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert!(!stderr.contains("panicked"), "rtb {args:?}: {stderr}");
+        assert_eq!(status.code(), Some(0), "rtb {args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn help_of_every_command_ends_with_examples() {
+    for sub in ["timeout", "retry", "file", "safe", "completions", "man"] {
+        for args in [vec![sub, "--help"], vec!["help", sub]] {
+            let out = rtb().args(&args).run();
+            out.code(0);
+            let help = out.stdout_str();
+            let (_, examples) = help
+                .split_once("\nExamples:\n")
+                .unwrap_or_else(|| panic!("rtb {args:?}: no Examples section:\n{help}"));
+            let lines: Vec<&str> = examples.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert!(lines.len() >= 2, "rtb {args:?}: fewer than two examples");
+            // Nothing after the examples but more examples.
+            for l in lines {
+                assert!(
+                    l.starts_with("  ") && l.contains("rtb"),
+                    "rtb {args:?}: {l:?} after the examples"
+                );
+            }
+        }
+    }
+    // The top level: examples, then the duration and exit-code notes.
+    let out = rtb().arg("--help").run();
+    out.code(0);
+    let help = out.stdout_str();
+    assert!(help.contains("\nExamples:\n  rtb "), "{help}");
+    assert!(help.contains("[env: RTB_LOG_FORMAT"), "{help}");
+    let safe = rtb().args(["safe", "--help"]).run().stdout_str();
+    assert!(safe.contains("[env: RTB_STORE"), "{safe}");
+}
+
+#[test]
+fn version_is_the_crate_version() {
+    for flag in ["--version", "-V"] {
+        let out = rtb().arg(flag).run();
+        out.code(0)
+            .stdout_is(&format!("rtb {}\n", env!("CARGO_PKG_VERSION")));
+    }
+    // propagate_version: subcommands know it too.
+    rtb()
+        .args(["file", "--version"])
+        .run()
+        .code(0)
+        .stdout_is(&format!("rtb-file {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn log_format_comes_from_the_environment_and_the_flag_wins() {
+    let mut cmd = rtb();
+    let out = cmd.env("RTB_LOG_FORMAT", "json").args(["file", "a"]).run();
+    out.code(0);
+    let line: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {}", out.stderr);
+    });
+    assert_eq!(line["level"], "INFO");
+    let out = rtb()
+        .env("RTB_LOG_FORMAT", "json")
+        .args(["--log-format", "text", "file", "b"])
+        .run();
+    out.code(0)
+        .stderr_has(" - INFO - File created: b")
+        .stderr_lacks("{");
+}
+
+#[test]
+fn store_comes_from_the_environment_and_the_flag_wins() {
+    let mut cmd = rtb();
+    let out = cmd
+        .env("RTB_STORE", "env.db")
+        .args(["safe", "from-env"])
+        .run();
+    out.code(0);
+    assert!(cmd.path("env.db").is_file(), "RTB_STORE was not used");
+    assert!(
+        !cmd.path("state").exists(),
+        "the default store was used too"
+    );
+    let out = cmd.args(["--store", "flag.db"]).run();
+    out.code(0);
+    assert!(
+        cmd.path("flag.db").is_file(),
+        "--store did not win over RTB_STORE"
+    );
+    let list = |store: &str| {
+        rtb()
+            .current_dir(cmd.dir())
+            .args(["safe", "--list", "--json", "--store", store])
+            .run()
+            .stdout_str()
+    };
+    assert!(list("env.db").contains("from-env"));
+    assert!(list("flag.db").contains("from-env"));
+    // sqlite: prefix, and the env var as the only source.
+    let out = rtb()
+        .current_dir(cmd.dir())
+        .env("RTB_STORE", "sqlite:env.db")
+        .args(["safe", "--list", "--json"])
+        .run();
+    out.code(0);
+    assert!(out.stdout_str().contains("from-env"));
 }
