@@ -423,3 +423,41 @@ impl SafeConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // Case counts come from proptest's default config, which honours
+    // PROPTEST_CASES (scripts/fuzz runs 100,000 per parser).
+    proptest! {
+        #[test]
+        fn parse_url_never_panics(text in ".*") {
+            let _ = parse_url(&text);
+        }
+
+        #[test]
+        fn urls_round_trip(
+            scheme in "https?",
+            host in "[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,10}){0,3}",
+            port in proptest::option::of(1u16..),
+            path in "(/[a-zA-Z0-9._~-]{0,10}){0,4}",
+        ) {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let text = format!("{scheme}://{host}{port}{path}");
+            let url = parse_url(&text).unwrap();
+            prop_assert_eq!(url.scheme(), scheme.as_str());
+            prop_assert_eq!(url.host_str(), Some(host.as_str()));
+            prop_assert_eq!(parse_url(url.as_str()).unwrap(), url);
+        }
+
+        #[test]
+        fn refused_urls_never_show_a_password(text in "[a-z]{0,6}:(//)?[a-z]{0,4}:S3CRET@[ -~]{0,20}") {
+            if let Err(e) = parse_url(&text) {
+                let msg = e.to_string();
+                prop_assert!(!msg.contains("S3CRET"), "{} -> {}", text, msg);
+            }
+        }
+    }
+}
