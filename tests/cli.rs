@@ -446,6 +446,12 @@ fn secrets_never_reach_the_log_on_any_path() {
             2,
             "--store",
         ),
+        // A command's arguments: logged at -v, but not their credentials.
+        (
+            os(&["safe", "id", "--", "true", "http://alice:s3cret@h/"]),
+            0,
+            "created successfully",
+        ),
     ]);
     let mut bytes = b"Cookie: c00kie".to_vec();
     bytes.push(0xff);

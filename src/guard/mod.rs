@@ -131,6 +131,22 @@ impl StoreSpec {
     }
 }
 
+/// A command line (as [`shell_join`] made it) as a log line may show it:
+/// each word that holds a URL with credentials has them hidden. The record
+/// keeps the real command; only what is printed is redacted.
+pub fn redact_command(line: &str) -> String {
+    line.split(' ')
+        .map(|w| {
+            if w.contains('@') && w.contains(':') {
+                crate::http::redact_url_str(w)
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Query parameters of a PostgreSQL URL whose values are secrets.
 const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
 
@@ -426,6 +442,10 @@ mod tests {
             .map(Into::into)
             .collect();
         assert_eq!(shell_join(&argv), r"sh -c 'echo it'\''s' a/b.c");
+        assert_eq!(
+            redact_command("curl -fsS 'http://alice:s3cret@h/x y' a@b.c"),
+            "curl -fsS ***@h/x y' a@b.c"
+        );
     }
 
     /// The store conformance suite: every store must pass it.

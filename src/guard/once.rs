@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{
-    fmt_ms, shell_join, Claim, Finish, Owner, Record, Store, FENCE_ENV, ID_ENV, REPLAY_LIMIT,
+    fmt_ms, redact_command, shell_join, Claim, Finish, Owner, Record, Store, FENCE_ENV, ID_ENV,
+    REPLAY_LIMIT,
 };
 use crate::config::SafeConfig;
 use crate::duration::fmt_duration;
@@ -46,7 +47,7 @@ pub async fn run<S: Store>(
     let Some(argv) = command else {
         return finish(store, id, &owner, fence, &Finish::default()).await;
     };
-    tracing::debug!(id, fence, "claimed; running {shown}");
+    tracing::debug!(id, fence, "claimed; running {}", redact_command(&shown));
     let env = vec![
         (OsString::from(ID_ENV), OsString::from(id)),
         (OsString::from(FENCE_ENV), OsString::from(fence.to_string())),
@@ -218,7 +219,7 @@ fn skip(cfg: &SafeConfig, id: &str, command: &str, rec: &Record) -> Outcome {
             if c.is_empty() {
                 "(no command)".to_string()
             } else {
-                format!("`{c}`")
+                format!("`{}`", redact_command(c))
             }
         };
         let msg = format!(
