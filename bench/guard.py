@@ -30,7 +30,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import RTB, fmt_ms, measure, run_once, table  # noqa: E402
+from benchlib import RTB, fmt_ms, measure, run_once, summary, table  # noqa: E402
 
 N = int(os.environ.get("GUARD_BENCH_IDS", "2000"))
 M = int(os.environ.get("GUARD_BENCH_CONTENTION_IDS", "1000"))
@@ -141,6 +141,8 @@ def latency():
     skip = measure(lambda i: [RTB, "safe", "--store", db, f"c-{i % N}", "--", "true"],
                    runs=min(N, 500), env=env)
     opened = measure([RTB, "safe", "--store", db, "--show", "none"], runs=200, env=env)
+    summary("safe", "`safe ID -- true` on SQLite", fmt_ms(cmd.median_s), "1.5x (floor + 2 starts)",
+            fmt_ms(target), "<= target", cmd.median_s <= target)
     rows.append(["SQLite", fmt_ms(cmd.median_s), fmt_ms(bare.median_s), fmt_ms(skip.median_s),
                  fmt_ms(opened.median_s), fmt_ms(floor), fmt_ms(target),
                  f"{cmd.median_s / target:.2f}"])
@@ -157,6 +159,8 @@ def latency():
                             runs=min(N, 500), env=env)
             popened = measure([RTB, "safe", "--store", url, "--show", "none"], runs=200,
                               env=env)
+            summary("safe", "`safe ID -- true` on PostgreSQL", fmt_ms(pcmd.median_s),
+                    "1.5x (floor + 2 starts)", fmt_ms(ptarget), "<= target", pcmd.median_s <= ptarget)
             rows.append(["PostgreSQL", fmt_ms(pcmd.median_s), fmt_ms(pbare.median_s),
                          fmt_ms(pskip.median_s), fmt_ms(popened.median_s), fmt_ms(pfloor),
                          fmt_ms(ptarget), f"{pcmd.median_s / ptarget:.2f}"])
@@ -170,6 +174,8 @@ def latency():
         fl = measure(lambda i: [FLOCK, lock, "sh", "-c",
                                 f"test -e {work}/m-{i} || {{ true && touch {work}/m-{i}; }}"],
                      runs=N)
+        summary("safe", "`safe ID -- true` on SQLite", fmt_ms(cmd.median_s), "flock idiom (not durable)",
+                fmt_ms(fl.median_s), "(none)", True)
         rows.append(["flock + marker (not durable)", fmt_ms(fl.median_s), "", "", "", "", "",
                      ""])
     table(
@@ -255,6 +261,10 @@ def contention_table():
         for label, fn in runs:
             execs, secs, failed = fn()
             ok = "yes" if execs == M and failed == 0 else "**NO**"
+            if not label.startswith("flock"):
+                summary("safe", f"{WORKERS} workers x {M} IDs on {label}: executions, throughput",
+                        f"{execs}, {M / secs:.0f} IDs/s", "", "", f"executions = {M}",
+                        execs == M and failed == 0)
             rows.append([label, f"{M}", f"{execs}", ok, f"{failed}", f"{secs:.1f} s",
                          f"{M / secs:.0f}"])
     finally:
