@@ -1,16 +1,18 @@
 """Shared helpers for rtb's whole-process benchmarks (stdlib only).
 
-measure() runs a command N times and reports the median wall time and the
-peak RSS of the measured process itself. The RSS comes from GNU time's %M
-when /usr/bin/time exists: a child forked from this Python process would
-carry Python's own ~20 MiB high-water mark through exec, so os.wait4's
-rusage cannot be used directly. table() prints a markdown table.
+measure() runs a command N times and reports the median wall time (started
+directly, reaped with a blocking wait4) and, from a few extra runs, the peak
+RSS of the measured process itself. The RSS comes from GNU time's %M when
+/usr/bin/time exists: a child forked from this Python process would carry
+Python's own ~20 MiB high-water mark through exec, so os.wait4's rusage
+cannot be used directly. table() prints a markdown table.
 """
-import tempfile
 import os
 import statistics
 import subprocess
+import tempfile
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -35,10 +37,14 @@ class Stats:
 GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
 
 
-def run_once(argv, env=None, cwd=None, stdin=None, timeout=120):
-    """Runs argv once; returns (wall seconds, peak RSS KiB, exit code)."""
+def run_once(argv, env=None, cwd=None, stdin=None, timeout=120, rss=False):
+    """Runs argv once; returns (wall seconds, peak RSS KiB or None, exit code).
+
+    Timing runs start the command directly and block in wait4 (no polling,
+    no wrapper), so only the command's own cost is measured. With rss=True
+    the command runs under GNU time for its peak RSS instead."""
     rss_file = None
-    if GNU_TIME:
+    if rss and GNU_TIME:
         fd, rss_file = tempfile.mkstemp(prefix="rtb-bench-rss.")
         os.close(fd)
         argv = [GNU_TIME, "-q", "-f", "%M", "-o", rss_file] + list(argv)
@@ -54,43 +60,44 @@ def run_once(argv, env=None, cwd=None, stdin=None, timeout=120):
     if stdin is not None:
         p.stdin.write(stdin)
         p.stdin.close()
-    deadline = start + timeout
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            p.kill()
-            pid, status, ru = os.wait4(p.pid, 0)
-            break
-        time.sleep(0.0005)
+    # A bounded wait: a watchdog kills a command that outlives `timeout`.
+    watchdog = threading.Timer(timeout, p.kill)
+    watchdog.start()
+    try:
+        _, status, ru = os.wait4(p.pid, 0)
+    finally:
+        watchdog.cancel()
     wall = time.perf_counter() - start
     p.returncode = os.waitstatus_to_exitcode(status)
-    rss = ru.ru_maxrss
+    peak = None
     if rss_file:
         try:
             with open(rss_file) as f:
-                rss = int(f.read().strip().splitlines()[-1])
+                peak = int(f.read().strip().splitlines()[-1])
         except (OSError, ValueError, IndexError):
-            rss = None
+            peak = None
         os.unlink(rss_file)
-    return wall, rss, p.returncode
+    return wall, peak, p.returncode
 
 
-def measure(argv_or_fn, runs=20, warmup=2, **kw):
-    """Median wall time and peak RSS over `runs` runs. argv_or_fn may be a
-    function of the run index returning argv (for distinct paths/IDs)."""
+def measure(argv_or_fn, runs=20, warmup=2, rss_runs=3, **kw):
+    """Median wall time over `runs` runs, and the peak RSS over `rss_runs`
+    more under GNU time. argv_or_fn may be a function of the run index
+    returning argv (for distinct paths/IDs)."""
     get = argv_or_fn if callable(argv_or_fn) else (lambda i: argv_or_fn)
     for i in range(warmup):
         run_once(get(-1 - i), **kw)
-    walls, rss, codes = [], [], []
+    walls, codes = [], []
     for i in range(runs):
-        w, r, c = run_once(get(i), **kw)
+        w, _, c = run_once(get(i), **kw)
         walls.append(w)
-        rss.append(r)
         codes.append(c)
-    known = [r for r in rss if r is not None]
-    return Stats(statistics.median(walls), max(known) if known else None, runs, codes)
+    peaks = []
+    for i in range(rss_runs if GNU_TIME else 0):
+        _, r, _ = run_once(get(runs + i), rss=True, **kw)
+        if r is not None:
+            peaks.append(r)
+    return Stats(statistics.median(walls), max(peaks) if peaks else None, runs, codes)
 
 
 def fmt_ms(s):
