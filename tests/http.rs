@@ -680,3 +680,19 @@ fn progress_bar_only_on_a_terminal_for_slow_bodies() {
     .unwrap();
     assert!(!fast.contains(" B/"), "a bar for a fast body: {fast:?}");
 }
+
+#[test]
+fn tls_failure_is_one_clear_line_and_not_retried() {
+    // An https URL against the plain-HTTP test server: the handshake fails.
+    let s = Server::start();
+    let url = s.url("/s/200").replace("http://", "https://");
+    let out = rtb().args(["timeout", &url]).run();
+    out.code(1)
+        .stderr_has("Request failed: TLS handshake with 127.0.0.1 failed")
+        .clean_failure();
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    let out = rtb().args(["retry", "--delay", "10ms", &url]).run();
+    out.code(1)
+        .stderr_has("not retrying: a TLS failure is not fixed by sending the request again")
+        .stderr_lacks("Retrying in");
+}

@@ -234,8 +234,26 @@ impl Progress {
 /// Sorts a reqwest error into connect / TLS / send / timeout.
 fn classify(e: reqwest::Error) -> FetchError {
     let text = chain(&e);
-    if text.contains("certificate") || text.contains("tls handshake") || text.contains("TLS") {
-        return FetchError::Tls(format!("TLS failure: {}", root_cause(&e)));
+    tracing::debug!("request error: {}", super::redact_url_str(&text));
+    // A connect failure over https that is neither a DNS nor a socket error
+    // is the TLS handshake (rustls' errors arrive as io Other/InvalidData).
+    let https = e.url().is_some_and(|u| u.scheme() == "https");
+    let tls_io = matches!(
+        io_kind(&e),
+        Some(std::io::ErrorKind::Other | std::io::ErrorKind::InvalidData)
+    );
+    if text.contains("invalid peer certificate")
+        || (https && e.is_connect() && tls_io && !is_dns(&text))
+    {
+        let host = e
+            .url()
+            .and_then(|u| u.host_str())
+            .unwrap_or("?")
+            .to_string();
+        return FetchError::Tls(format!(
+            "TLS handshake with {host} failed: {}",
+            root_cause(&e)
+        ));
     }
     if e.is_connect() {
         return FetchError::Connect(connect_message(&e));
@@ -258,7 +276,7 @@ fn connect_message(e: &reqwest::Error) -> String {
         })
         .unwrap_or_default();
     let text = chain(e);
-    if text.contains("dns error") || text.contains("failed to lookup address") {
+    if is_dns(&text) {
         return format!("DNS lookup failed for {host}: {}", root_cause(e));
     }
     if let Some(io) = io_kind(e) {
@@ -271,6 +289,10 @@ fn connect_message(e: &reqwest::Error) -> String {
         return format!("{what} ({host})");
     }
     format!("cannot connect to {host}: {}", root_cause(e))
+}
+
+fn is_dns(chain: &str) -> bool {
+    chain.contains("dns error") || chain.contains("failed to lookup address")
 }
 
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
