@@ -59,6 +59,7 @@ pub struct GlobalArgs {
         global = true,
         value_enum,
         env = "RTB_LOG_FORMAT",
+        hide_env_values = true,
         default_value = "text",
         value_name = "FORMAT"
     )]
