@@ -578,3 +578,47 @@ fn an_inherited_deadline_bounds_the_command_and_the_wait() {
         collect(owner, start).code(143);
     }
 }
+
+/// Regression: --replay echoed CMD's stdout with a blocking write on the
+/// runtime's only thread, so a slow reader stopped lease renewal and a
+/// second run took the ID over and ran CMD again.
+#[test]
+fn a_slow_reader_of_replayed_output_does_not_lose_the_lease() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let store = w.join("guard.db");
+    let bin = env!("CARGO_BIN_EXE_rtb");
+    let first = std::process::Command::new("sh")
+        .current_dir(w)
+        .arg("-c")
+        .arg(format!(
+            "{bin} -q safe R --store {} --lease 1s --replay -- sh -c 'echo run >> count; head -c 300000 /dev/zero; sleep 2' | (sleep 4; wc -c > got)",
+            store.display()
+        ))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    rtb()
+        .current_dir(w)
+        .args([
+            "safe",
+            "R",
+            "--store",
+            store.to_str().unwrap(),
+            "--wait",
+            "0",
+            "--",
+        ])
+        .args(["sh", "-c", "echo run >> count"])
+        .run()
+        .code(75);
+    let start = Instant::now();
+    let mut first = first;
+    while first.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "first run hung");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lines(&w.join("count")), 1, "CMD ran twice");
+    let got = std::fs::read_to_string(w.join("got")).unwrap();
+    assert_eq!(got.trim(), "300000", "the slow reader lost output");
+}

@@ -280,28 +280,30 @@ async fn release<S: Store>(store: &S, id: &str, owner: &Owner, fence: i64) {
 /// CMD's stdout, passed through live and kept up to [`REPLAY_LIMIT`].
 struct Capture {
     kept: Arc<Mutex<(Vec<u8>, bool)>>,
+    /// True while a chunk is being written to rtb's stdout.
+    writing: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Capture {
     fn start(mut from: tokio::process::ChildStdout) -> Self {
-        use std::io::Write;
-        use tokio::io::AsyncReadExt;
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let kept = Arc::new(Mutex::new((Vec::new(), false)));
-        let k = Arc::clone(&kept);
+        let writing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (k, w) = (Arc::clone(&kept), Arc::clone(&writing));
         let task = tokio::spawn(async move {
             let mut writable = true;
+            // tokio's stdout writes on the blocking pool: a reader that
+            // stalls must never stall this runtime's thread, which renews
+            // the lease and watches CMD.
+            let mut out = tokio::io::stdout();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 let n = match from.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                if writable {
-                    // A closed stdout stops the echo, not the capture.
-                    let mut out = std::io::stdout().lock();
-                    writable = out.write_all(&buf[..n]).is_ok() && out.flush().is_ok();
-                }
                 if let Ok(mut g) = k.lock() {
                     let room = REPLAY_LIMIT.saturating_sub(g.0.len());
                     g.0.extend_from_slice(&buf[..n.min(room)]);
@@ -309,19 +311,34 @@ impl Capture {
                         g.1 = true;
                     }
                 }
+                if writable {
+                    // A closed stdout stops the echo, not the capture.
+                    w.store(true, SeqCst);
+                    writable = out.write_all(&buf[..n]).await.is_ok() && out.flush().await.is_ok();
+                    w.store(false, SeqCst);
+                }
             }
         });
-        Capture { kept, task }
+        Capture {
+            kept,
+            writing,
+            task,
+        }
     }
 
     /// What was kept, and whether it was cut. Waits briefly for the pipe to
     /// drain: a grandchild may hold it open after CMD has ended.
     async fn finish(mut self) -> (Vec<u8>, bool) {
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
+        // A slow reader of rtb's stdout still gets every byte (as with
+        // tee); only a pipe held open with nothing coming is given up on.
+        while tokio::time::timeout(Duration::from_secs(2), &mut self.task)
             .await
             .is_err()
         {
-            self.task.abort();
+            if !self.writing.load(std::sync::atomic::Ordering::SeqCst) {
+                self.task.abort();
+                break;
+            }
         }
         match self.kept.lock() {
             Ok(mut g) => (std::mem::take(&mut g.0), g.1),
