@@ -622,3 +622,65 @@ fn a_slow_reader_of_replayed_output_does_not_lose_the_lease() {
     let got = std::fs::read_to_string(w.join("got")).unwrap();
     assert_eq!(got.trim(), "300000", "the slow reader lost output");
 }
+
+/// Regression: only the header was checked, so a store with a damaged
+/// table page ran CMD before failing, and another program's database was
+/// converted to WAL and given rtb's table.
+#[test]
+fn damaged_or_foreign_sqlite_files_are_refused_untouched() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let store = w.join("guard.db");
+    let s = store.to_str().unwrap();
+    for i in 0..30 {
+        rtb()
+            .args(["-q", "safe", &format!("id-{i}"), "--store", s])
+            .run()
+            .code(0);
+    }
+    {
+        let c = rusqlite::Connection::open(&store).unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let mut bytes = std::fs::read(&store).unwrap();
+    assert!(bytes.len() >= 3 * 4096, "store smaller than expected");
+    for b in &mut bytes[4096..8192] {
+        *b = 0xA5;
+    }
+    std::fs::write(&store, &bytes).unwrap();
+    let foreign = w.join("other.db");
+    {
+        let c = rusqlite::Connection::open(&foreign).unwrap();
+        c.execute_batch("CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('mine');")
+            .unwrap();
+    }
+    for (path, needle) in [
+        (&store, "malformed"),
+        (&foreign, "another program (tables: notes)"),
+    ] {
+        let before = std::fs::read(path).unwrap();
+        rtb()
+            .current_dir(w)
+            .args([
+                "safe",
+                "new",
+                "--store",
+                path.to_str().unwrap(),
+                "--",
+                "touch",
+                "ran",
+            ])
+            .run()
+            .code(1)
+            .stderr_has(needle)
+            .stderr_has("left as it is");
+        assert!(!w.join("ran").exists(), "CMD ran on {}", path.display());
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            before,
+            "{} changed",
+            path.display()
+        );
+    }
+}

@@ -132,8 +132,37 @@ impl SqliteStore {
     }
 
     fn setup(&self) -> rusqlite::Result<()> {
-        // Reading the mode first reads the header: a file that is no
-        // database fails here, before anything is written.
+        // Checked before anything is written: a file that is no database
+        // or is damaged fails here, and so does another program's database
+        // (it is never converted to WAL or given our table).
+        let refuse = |code: i32, why: String| {
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(why))
+        };
+        let check: String = self
+            .conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(refuse(
+                rusqlite::ffi::SQLITE_CORRUPT,
+                format!("database disk image is malformed ({check})"),
+            ));
+        }
+        let mut others = self.conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?;
+        let tables: Vec<String> = others
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        drop(others);
+        if !tables.is_empty() && !tables.iter().any(|t| t == TABLE) {
+            return Err(refuse(
+                rusqlite::ffi::SQLITE_NOTADB,
+                format!(
+                    "a SQLite database of another program (tables: {})",
+                    tables.join(", ")
+                ),
+            ));
+        }
         let mode: String = self
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
