@@ -411,6 +411,14 @@ impl SafeConfig {
                 "--replay needs a command: rtb safe ID --replay -- CMD".into(),
             ));
         }
+        if a.lease < Duration::from_secs(1) {
+            return Err(Error::invalid(
+                "--lease",
+                crate::duration::fmt_duration(a.lease),
+                "must be at least 1s: the claim is renewed every third of it, and a shorter \
+                 lease could lapse while the command runs",
+            ));
+        }
         let store = crate::guard::StoreSpec::resolve(a.store.as_deref())?;
         Ok(SafeConfig {
             action,

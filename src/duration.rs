@@ -36,6 +36,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if d.is_zero() {
         return Err("must be greater than zero".into());
     }
+    if d < Duration::from_millis(1) {
+        // Deadlines are kept to the millisecond (RTB_DEADLINE, the logs).
+        return Err("shorter than a millisecond".into());
+    }
     if d > MAX {
         return Err("longer than a year".into());
     }
@@ -96,7 +100,7 @@ mod tests {
     fn refuses_bad_values() {
         for bad in [
             "", "0", "0s", "0.0", "-1", "-1s", "abc", "5x", "1e3", "nan", "inf", "400d", "2y",
-            "1.2.3",
+            "1ns", "0.0001", "999us", "1.2.3",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }

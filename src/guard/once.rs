@@ -119,6 +119,10 @@ pub async fn run<S: Store>(
         release(store, id, &owner, fence).await;
         let how = match ended.kind {
             EndKind::Signaled(n) => format!("was killed by {}", signal_name(n)),
+            EndKind::TimedOut => match crate::config::inherited_budget() {
+                Some(b) => format!("timed out at {}", b.name),
+                None => "timed out".to_string(),
+            },
             _ => format!("failed with exit status {status}"),
         };
         return Err(Error::Status {
