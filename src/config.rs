@@ -18,6 +18,22 @@ use crate::retry::{Backoff, CodeSet, RetryPolicy};
 pub const DEADLINE_ENV: &str = "RTB_DEADLINE";
 /// Environment variable carrying the attempt number to children.
 pub const ATTEMPT_ENV: &str = "RTB_ATTEMPT";
+/// Environment variable carrying rtb's --kill-after (ms) to children, so a
+/// nested rtb KILLs its own process group before the outer one KILLs it
+/// (which would orphan that group).
+pub const KILL_AFTER_ENV: &str = "RTB_KILL_AFTER_MS";
+
+/// The grace between a stop signal and KILL: `kill_after`, but no more than
+/// half of an outer rtb's (RTB_KILL_AFTER_MS), so this rtb's group is
+/// killed before this rtb is.
+pub fn kill_grace(kill_after: Duration) -> Duration {
+    std::env::var(KILL_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(kill_after, |ms| {
+            kill_after.min(Duration::from_millis(ms / 2))
+        })
+}
 
 /// A point in time the run must not pass, and how to name it in messages.
 #[derive(Debug, Clone)]

@@ -555,3 +555,33 @@ fn a_url_and_a_command_together_or_neither_is_a_usage_error() {
         .stderr_has("--header applies to URL mode only")
         .clean_failure();
 }
+
+/// Regression: when the outer rtb escalated to KILL, it killed the inner
+/// rtb while the inner rtb's own group (ignoring TERM) lived on, orphaned.
+#[test]
+fn a_nested_rtb_kills_its_group_before_the_outer_kills_it() {
+    let mut r = rtb();
+    r.args(["timeout", "--timeout", "1", "--kill-after", "1", "--", RTB])
+        .args(["timeout", "--timeout", "100", "--", "sh", "-c"])
+        .arg("trap '' TERM; echo $$ > pids; sleep 100");
+    let groups = Groups::in_file(r.path("pids"));
+    r.run().code(124).took(secs(0.9), secs(5.0));
+    groups.assert_gone();
+}
+
+/// Regression: --max-time was overrun by the whole --kill-after (5 s by
+/// default) when the attempt it cut off ignored TERM; now KILL follows
+/// within a tenth of the attempt.
+#[test]
+fn max_time_bounds_an_attempt_that_ignores_term() {
+    let mut r = sh(
+        &["retry", "--max-time", "2"],
+        "trap '' TERM; echo $$ > pids; sleep 100",
+    );
+    let groups = Groups::in_file(r.path("pids"));
+    r.run()
+        .code(124)
+        .stderr_has("the --max-time budget of 2s is spent")
+        .took(secs(1.9), secs(3.5));
+    groups.assert_gone();
+}

@@ -33,6 +33,8 @@ pub struct Child {
     timed_out: bool,
     interrupted: Option<i32>,
     status: Option<ExitStatus>,
+    /// The grace before KILL, as the current `wait` was given it.
+    grace: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +122,7 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child, Error> {
         timed_out: false,
         interrupted: None,
         status: None,
+        grace: Duration::from_secs(5),
     })
 }
 
@@ -172,6 +175,7 @@ impl Child {
         signal: i32,
         kill_after: Duration,
     ) -> Result<Ended, Error> {
+        self.grace = crate::config::kill_grace(kill_after);
         loop {
             if let Some(status) = self.status {
                 match self.phase {
@@ -225,7 +229,7 @@ impl Child {
                         self.phase = if signal == SIGKILL {
                             Phase::Killed
                         } else {
-                            Phase::Signaled { kill_at: Instant::now() + kill_after }
+                            Phase::Signaled { kill_at: Instant::now() + self.grace }
                         };
                     }
                     Phase::Signaled { .. } => self.kill(),
@@ -253,6 +257,13 @@ impl Child {
         );
         signals::signal_group_and_continue(self.pid, sig);
         self.interrupted.get_or_insert(sig);
+        // As GNU timeout does with --kill-after: a forwarded signal that is
+        // ignored is followed by KILL, so rtb never waits forever on it.
+        if let Phase::Running = self.phase {
+            self.phase = Phase::Signaled {
+                kill_at: Instant::now() + self.grace,
+            };
+        }
     }
 
     fn ended(&self, status: ExitStatus) -> Ended {

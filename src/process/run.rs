@@ -8,17 +8,20 @@ use std::cell::Cell;
 use std::ffi::OsString;
 use std::fmt;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::child::{spawn, EndKind, Ended, Spawn};
 use super::signals::{signal_name, Interrupts};
-use crate::config::{Budget, CommandSpec, RetryConfig, TimeoutConfig, ATTEMPT_ENV, DEADLINE_ENV};
+use crate::config::{
+    kill_grace, Budget, CommandSpec, RetryConfig, TimeoutConfig, ATTEMPT_ENV, DEADLINE_ENV,
+    KILL_AFTER_ENV,
+};
 use crate::duration::fmt_duration;
 use crate::error::{code, Error, Outcome};
 use crate::retry::{self, Attempt, CodeSet, Failure, GaveUp, TokioSleeper, Verdict};
 
-/// RTB_DEADLINE and RTB_ATTEMPT for the command.
-fn deadline_env(at: Instant, attempt: u32) -> Vec<(OsString, OsString)> {
+/// RTB_DEADLINE, RTB_ATTEMPT and RTB_KILL_AFTER_MS for the command.
+fn deadline_env(at: Instant, attempt: u32, kill_after: Duration) -> Vec<(OsString, OsString)> {
     let budget = Budget {
         at,
         name: String::new(),
@@ -26,6 +29,10 @@ fn deadline_env(at: Instant, attempt: u32) -> Vec<(OsString, OsString)> {
     vec![
         (DEADLINE_ENV.into(), budget.unix_ms().to_string().into()),
         (ATTEMPT_ENV.into(), attempt.to_string().into()),
+        (
+            KILL_AFTER_ENV.into(),
+            kill_grace(kill_after).as_millis().to_string().into(),
+        ),
     ]
 }
 
@@ -45,7 +52,7 @@ pub async fn run_timeout(spec: &CommandSpec, cfg: &TimeoutConfig) -> Outcome {
     }
     let mut child = spawn(Spawn {
         argv: &spec.argv,
-        env: deadline_env(budget.at, 1),
+        env: deadline_env(budget.at, 1, spec.kill_after),
         capture_stdout: false,
     })?;
     let ended = child
@@ -140,10 +147,19 @@ fn retryable(ended: &Ended, retry_on_exit: &CodeSet) -> bool {
 }
 
 async fn attempt(spec: &CommandSpec, cfg: &RetryConfig, a: Attempt) -> Result<(), AttemptError> {
+    // When the --max-time budget, not --timeout, ends this attempt, the
+    // stop signal goes out when the budget runs out, and KILL follows
+    // within a tenth of the attempt's time (never the full --kill-after),
+    // so the budget bounds everything.
+    let kill_after = if a.cut_by_budget {
+        kill_grace(spec.kill_after).min((a.timeout / 10).max(Duration::from_millis(100)))
+    } else {
+        spec.kill_after
+    };
     let deadline = Instant::now() + a.timeout;
     let mut child = spawn(Spawn {
         argv: &spec.argv,
-        env: deadline_env(deadline, a.number),
+        env: deadline_env(deadline, a.number, kill_after),
         capture_stdout: false,
     })
     .map_err(|e| AttemptError::CannotRun {
@@ -151,7 +167,7 @@ async fn attempt(spec: &CommandSpec, cfg: &RetryConfig, a: Attempt) -> Result<()
         message: e.to_string(),
     })?;
     let ended = child
-        .wait(Some(deadline), spec.signal, spec.kill_after)
+        .wait(Some(deadline), spec.signal, kill_after)
         .await
         .map_err(|e| AttemptError::CannotRun {
             code: e.exit_code(),
