@@ -14,6 +14,7 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::LookupSpan;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -66,12 +67,29 @@ fn level_name(level: &Level) -> &'static str {
     }
 }
 
-impl<S: Subscriber> Layer<S> for StderrLayer {
+/// A span's fields, kept so every event inside it carries them in JSON
+/// (the retry loop's WARN lines get the `url` of the request they retry).
+struct SpanFields(Vec<(String, serde_json::Value)>);
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for StderrLayer {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(fields.extra));
+        }
+    }
+
     fn enabled(&self, meta: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
         meta.level() <= &self.max && meta.target().starts_with("rtb")
     }
 
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         if !(meta.level() <= &self.max && meta.target().starts_with("rtb")) {
             return;
@@ -98,6 +116,15 @@ impl<S: Subscriber> Layer<S> for StderrLayer {
                 obj.insert("msg".into(), fields.message.into());
                 for (k, v) in fields.extra {
                     obj.insert(k, v);
+                }
+                if let Some(scope) = ctx.event_scope(event) {
+                    for span in scope.from_root() {
+                        if let Some(SpanFields(extra)) = span.extensions().get::<SpanFields>() {
+                            for (k, v) in extra {
+                                obj.entry(k.clone()).or_insert_with(|| v.clone());
+                            }
+                        }
+                    }
                 }
                 let mut s = serde_json::Value::Object(obj).to_string();
                 s.push('\n');

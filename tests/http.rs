@@ -531,9 +531,11 @@ fn json_logs_carry_structured_fields() {
     assert_eq!(warn["attempt"], 1);
     assert_eq!(warn["delay_ms"], 20);
     assert_eq!(warn["error"], "HTTP 503");
+    assert_eq!(warn["url"], s.url("/seq/j?s=503,200"));
     assert!(warn["ts"].as_str().unwrap().len() >= 20);
     let ok = &lines[1];
     assert_eq!(ok["msg"], "Request succeeded on attempt 2");
+    assert_eq!(ok["url"], s.url("/seq/j?s=503,200"));
     assert!(ok["elapsed_ms"].as_u64().is_some());
 }
 

@@ -127,6 +127,9 @@ pub async fn run_retry(spec: &HttpSpec, cfg: &RetryConfig) -> Outcome {
                 retry_on: &cfg.retry_on,
             })
     });
+    // Every line the loop logs carries the (redacted) URL in JSON.
+    let attempts =
+        tracing::Instrument::instrument(attempts, tracing::error_span!("request", url = %url));
     match until_signalled(attempts).await? {
         Ok(_) => Ok(crate::error::code::OK),
         Err(gave_up) => {
