@@ -73,13 +73,21 @@ pub async fn run<S: Store>(
     let mut stop_by: Option<Instant> = None;
     // An outer rtb's deadline (RTB_DEADLINE) bounds the command too.
     let deadline = crate::config::inherited_budget().map(|b| b.at);
+    // The lease runs out this long after the last renewal that succeeded.
+    let mut held_until = Instant::now() + cfg.lease;
     let ended: Ended = loop {
         tokio::select! {
             ended = child.wait(stop_by.or(deadline), SIGTERM, KILL_AFTER) => break ended?,
             _ = tick.tick(), if stop_by.is_none() => {
-                match store.renew(id, &owner, fence, cfg.lease).await {
-                    Ok(true) => tracing::trace!(id, fence, "lease renewed"),
-                    Ok(false) => {
+                // A store that stops answering must not hold up the loop
+                // past the next renewal.
+                let renewed = tokio::time::timeout(every, store.renew(id, &owner, fence, cfg.lease));
+                match renewed.await {
+                    Ok(Ok(true)) => {
+                        held_until = Instant::now() + cfg.lease;
+                        tracing::trace!(id, fence, "lease renewed");
+                    }
+                    Ok(Ok(false)) => {
                         tracing::error!(
                             id, fence,
                             "Lost the claim on {id} (fence {fence}): another run has taken it \
@@ -87,7 +95,22 @@ pub async fn run<S: Store>(
                         );
                         stop_by = Some(Instant::now());
                     }
-                    Err(e) => tracing::warn!(id, "Cannot renew the lease on {id}: {e}"),
+                    Ok(Err(e)) => tracing::warn!(id, "Cannot renew the lease on {id}: {e}"),
+                    Err(_) => tracing::warn!(
+                        id,
+                        "Cannot renew the lease on {id}: the store did not answer within {}",
+                        fmt_duration(every)
+                    ),
+                }
+                if stop_by.is_none() && Instant::now() + every >= held_until {
+                    // Another run may take the ID over once the lease
+                    // lapses: stop the command rather than run it twice.
+                    tracing::error!(
+                        id, fence,
+                        "The lease on {id} (fence {fence}) is about to lapse without renewal; \
+                         stopping the command"
+                    );
+                    stop_by = Some(Instant::now());
                 }
             }
         }

@@ -54,6 +54,17 @@ impl PgStore {
             Error::invalid("--store", &shown, scrub(&e, url))
         })?;
         cfg.connect_timeout(timeout);
+        // A server or network that stops answering must not hang rtb: TCP
+        // keepalives notice a dead peer, and no statement or row lock may
+        // wait long (the claim's own wait is --wait, done between claims).
+        cfg.keepalives(true);
+        cfg.keepalives_idle(Duration::from_secs(5));
+        let bounds = "-c statement_timeout=10000 -c lock_timeout=5000";
+        let options = match cfg.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {bounds}"),
+            _ => bounds.to_string(),
+        };
+        cfg.options(&options);
         if cfg.get_application_name().is_none() {
             cfg.application_name("rtb safe");
         }
