@@ -4,7 +4,8 @@
 //! NOTHING RETURNING fence` (one round trip); a row that exists is decided
 //! under `SELECT ... FOR UPDATE`, so exactly one claimant wins and an expired
 //! lease is taken over in one transaction. Every lease time is the server's
-//! `now()` (hosts' clocks disagree). State lives in rows, never in advisory
+//! `clock_timestamp()`: hosts' clocks disagree, and `now()` would be the
+//! transaction's start, stale after a row-lock wait. State lives in rows, never in advisory
 //! locks held across the command (they vanish behind transaction pooling).
 //!
 //! The table is `rtb_guard` in the first schema of the connection's
@@ -27,7 +28,7 @@ const COLUMNS: &str = "id, state, fence, host, pid, token, command, exit_status,
     (extract(epoch from started_at) * 1000)::bigint, \
     (extract(epoch from updated_at) * 1000)::bigint, \
     (extract(epoch from lease_until) * 1000)::bigint, \
-    (state = 'running' AND lease_until > now()), \
+    (state = 'running' AND lease_until > clock_timestamp()), \
     coalesce(length(output), 0)::bigint, output_cut";
 
 /// A guard store in a PostgreSQL table.
@@ -207,8 +208,8 @@ impl PgStore {
                         &format!(
                             "UPDATE {TABLE} SET state = 'running', fence = fence + 1, host = $2, \
                              pid = $3, token = $4, command = $5, exit_status = NULL, \
-                             started_at = now(), updated_at = now(), \
-                             lease_until = now() + $6::bigint * interval '1 millisecond', \
+                             started_at = clock_timestamp(), updated_at = clock_timestamp(), \
+                             lease_until = clock_timestamp() + $6::bigint * interval '1 millisecond', \
                              output = NULL, output_cut = false \
                              WHERE id = $1 RETURNING fence"
                         ),
@@ -283,8 +284,8 @@ impl Store for PgStore {
                     &format!(
                         "INSERT INTO {TABLE} (id, state, fence, host, pid, token, command, \
                          started_at, updated_at, lease_until) \
-                         VALUES ($1, 'running', 1, $2, $3, $4, $5, now(), now(), \
-                         now() + $6 * interval '1 millisecond') \
+                         VALUES ($1, 'running', 1, $2, $3, $4, $5, clock_timestamp(), clock_timestamp(), \
+                         clock_timestamp() + $6 * interval '1 millisecond') \
                          ON CONFLICT (id) DO NOTHING RETURNING fence"
                     ),
                     &[
@@ -327,8 +328,8 @@ impl Store for PgStore {
     ) -> Result<bool, Error> {
         self.update(
             &format!(
-                "UPDATE {TABLE} SET lease_until = now() + $4::bigint * interval '1 millisecond', \
-                 updated_at = now() \
+                "UPDATE {TABLE} SET lease_until = clock_timestamp() + $4::bigint * interval '1 millisecond', \
+                 updated_at = clock_timestamp() \
                  WHERE id = $1 AND token = $2 AND fence = $3 AND state = 'running'"
             ),
             &[&id as &(dyn ToSql + Sync), &owner.token, &fence, &ms(lease)],
@@ -347,7 +348,7 @@ impl Store for PgStore {
             .execute_typed(
                 &format!(
                     "UPDATE {TABLE} SET state = 'done', exit_status = $4, output = $5, \
-                     output_cut = $6, updated_at = now() \
+                     output_cut = $6, updated_at = clock_timestamp() \
                      WHERE id = $1 AND token = $2 AND fence = $3 AND state = 'running'"
                 ),
                 &[
@@ -367,7 +368,7 @@ impl Store for PgStore {
     async fn release(&self, id: &str, owner: &Owner, fence: i64) -> Result<bool, Error> {
         self.update(
             &format!(
-                "UPDATE {TABLE} SET state = 'released', updated_at = now(), lease_until = now() \
+                "UPDATE {TABLE} SET state = 'released', updated_at = clock_timestamp(), lease_until = clock_timestamp() \
                  WHERE id = $1 AND token = $2 AND fence = $3 AND state = 'running'"
             ),
             &[&id as &(dyn ToSql + Sync), &owner.token, &fence],
@@ -412,9 +413,9 @@ impl Store for PgStore {
             .execute(
                 &format!(
                     "UPDATE {TABLE} SET state = 'released', output = NULL, output_cut = false, \
-                     updated_at = now(), lease_until = now() \
+                     updated_at = clock_timestamp(), lease_until = clock_timestamp() \
                      WHERE id = $1 AND state <> 'released' \
-                     AND NOT (state = 'running' AND lease_until > now())"
+                     AND NOT (state = 'running' AND lease_until > clock_timestamp())"
                 ),
                 &[&id],
             )
