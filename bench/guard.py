@@ -192,6 +192,22 @@ def latency():
     shutil.rmtree(work, ignore_errors=True)
 
 
+def run_workers(worker, work, counter):
+    """Runs WORKERS threads of `worker`; returns (lines in counter, seconds)
+    and removes `work`."""
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    secs = time.perf_counter() - t0
+    with open(counter) as f:
+        execs = sum(1 for _ in f)
+    shutil.rmtree(work, ignore_errors=True)
+    return execs, secs
+
+
 def contention(store_name, store, ids):
     """8 workers, each over all IDs in the same order; returns (execs, secs)."""
     work = tempfile.mkdtemp(prefix="rtb-guard-contention-")
@@ -208,16 +224,7 @@ def contention(store_name, store, ids):
             if p.returncode != 0:
                 failures.append((i, p.returncode, p.stderr.decode()[-300:]))
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    secs = time.perf_counter() - t0
-    with open(counter) as f:
-        execs = sum(1 for _ in f)
-    shutil.rmtree(work, ignore_errors=True)
+    execs, secs = run_workers(worker, work, counter)
     if failures:
         print(f"{store_name}: {len(failures)} failed runs, first: {failures[0]}",
               file=sys.stderr)
@@ -234,16 +241,7 @@ def contention_flock(ids):
                             f"test -e {work}/m-{i} || {{ echo {i} >> {counter} && "
                             f"touch {work}/m-{i}; }}"])
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    secs = time.perf_counter() - t0
-    with open(counter) as f:
-        execs = sum(1 for _ in f)
-    shutil.rmtree(work, ignore_errors=True)
+    execs, secs = run_workers(worker, work, counter)
     return execs, secs, 0
 
 
