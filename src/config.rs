@@ -40,6 +40,8 @@ pub fn kill_grace(kill_after: Duration) -> Duration {
 pub struct Budget {
     pub at: Instant,
     pub name: String,
+    /// True when an outer rtb handed this deadline down (RTB_DEADLINE).
+    pub inherited: bool,
 }
 
 impl Budget {
@@ -47,6 +49,7 @@ impl Budget {
         Budget {
             at: Instant::now() + d,
             name,
+            inherited: false,
         }
     }
     /// The earlier of two budgets.
@@ -56,19 +59,15 @@ impl Budget {
             (a, b) => a.or(b),
         }
     }
-    /// True when this is a deadline an outer rtb handed down.
-    pub fn is_inherited(&self) -> bool {
-        self.name.contains(DEADLINE_ENV)
-    }
+}
 
-    /// This deadline as Unix time in milliseconds, for RTB_DEADLINE.
-    pub fn unix_ms(&self) -> u128 {
-        let left = self.at.saturating_duration_since(Instant::now());
-        (SystemTime::now() + left)
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0)
-    }
+/// `at` as Unix time in milliseconds, for RTB_DEADLINE.
+pub fn unix_ms(at: Instant) -> u128 {
+    let left = at.saturating_duration_since(Instant::now());
+    (SystemTime::now() + left)
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 /// The deadline an outer rtb handed down in RTB_DEADLINE, if any. A value
@@ -86,6 +85,7 @@ pub fn inherited_budget() -> Option<Budget> {
     Some(Budget {
         at: Instant::now() + left,
         name: format!("the deadline inherited from {DEADLINE_ENV}"),
+        inherited: true,
     })
 }
 

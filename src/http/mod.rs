@@ -69,7 +69,7 @@ pub async fn run_timeout(spec: &HttpSpec, cfg: &TimeoutConfig) -> Outcome {
             Ok(crate::error::code::OK)
         }
         Err(FetchError::TimedOut(d)) => {
-            let said = if cfg.budget.is_inherited() {
+            let said = if cfg.budget.inherited {
                 format!("{} ({})", fmt_duration(d), cfg.budget.name)
             } else {
                 fmt_duration(cfg.timeout)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::child::{spawn, EndKind, Ended, Spawn};
 use super::signals::{signal_name, Interrupts};
 use crate::config::{
-    kill_grace, Budget, CommandSpec, RetryConfig, TimeoutConfig, ATTEMPT_ENV, DEADLINE_ENV,
+    kill_grace, unix_ms, CommandSpec, RetryConfig, TimeoutConfig, ATTEMPT_ENV, DEADLINE_ENV,
     KILL_AFTER_ENV,
 };
 use crate::duration::fmt_duration;
@@ -22,12 +22,8 @@ use crate::retry::{self, Attempt, CodeSet, Failure, GaveUp, TokioSleeper, Verdic
 
 /// RTB_DEADLINE, RTB_ATTEMPT and RTB_KILL_AFTER_MS for the command.
 fn deadline_env(at: Instant, attempt: u32, kill_after: Duration) -> Vec<(OsString, OsString)> {
-    let budget = Budget {
-        at,
-        name: String::new(),
-    };
     vec![
-        (DEADLINE_ENV.into(), budget.unix_ms().to_string().into()),
+        (DEADLINE_ENV.into(), unix_ms(at).to_string().into()),
         (ATTEMPT_ENV.into(), attempt.to_string().into()),
         (
             KILL_AFTER_ENV.into(),
@@ -42,7 +38,7 @@ fn deadline_env(at: Instant, attempt: u32, kill_after: Duration) -> Vec<(OsStrin
 /// Exit 124 at the deadline, 125-127 when the command cannot start.
 pub async fn run_timeout(spec: &CommandSpec, cfg: &TimeoutConfig) -> Outcome {
     let budget = &cfg.budget;
-    let own = !budget.is_inherited();
+    let own = !budget.inherited;
     let limit = budget.at.saturating_duration_since(Instant::now());
     if limit.is_zero() {
         return Err(Error::Status {
